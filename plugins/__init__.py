@@ -1,0 +1,1 @@
+"""Host integrations (VapourSynth first), installed as ``vidrestore.plugins``."""

@@ -1,0 +1,3 @@
+"""vidrestore: video face restoration with GFP-GAN."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Model definitions whose parameter names match the published checkpoints."""
