@@ -1,0 +1,62 @@
+import cv2
+import numpy as np
+import torch
+
+from vidrestore.alignment import BORDER_RGB, FFHQ_TEMPLATE_512, estimate_transforms, invert_affine, warp_faces
+from vidrestore.paste import crop_alpha, feather_mask, paste_faces
+
+LANDMARKS = np.array([[[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]])
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+def test_transform_maps_landmarks_onto_the_template():
+    m = estimate_transforms(LANDMARKS, 512)[0]
+    mapped = LANDMARKS[0] @ m[:, :2].T + m[:, 2]
+    assert np.abs(mapped - FFHQ_TEMPLATE_512).max() < 20  # a similarity fit: close, not exact
+    a = m[:, :2]
+    assert abs(a[0, 0] - a[1, 1]) < 1e-9 and abs(a[0, 1] + a[1, 0]) < 1e-9  # rotation + uniform scale
+    np.testing.assert_allclose(invert_affine(invert_affine(m)), m, atol=1e-9)
+
+
+def test_warp_matches_opencv_with_the_ffhq_border(astronaut):
+    m = estimate_transforms(LANDMARKS, 256)
+    crops, _ = warp_faces(_tensor(astronaut), np.array([0]), m, 256)
+    border = tuple(round(v * 255) for v in BORDER_RGB)
+    ref = cv2.warpAffine(astronaut, m[0], (256, 256), flags=cv2.INTER_LINEAR, borderValue=border)
+    ours = (crops[0].permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(ours - ref).mean() < 0.5
+    assert np.abs(ours - ref).max() <= 3  # OpenCV's fixed-point weights
+
+
+def test_round_trip_reproduces_the_image_inside_the_mask(astronaut):
+    smooth = cv2.GaussianBlur(astronaut, (0, 0), 2)
+    frame = _tensor(smooth)
+    m = estimate_transforms(LANDMARKS, 512)
+    crops, inside = warp_faces(frame, np.array([0]), m, 512)
+    alpha = crop_alpha(inside, feather_mask(512, frame.device, torch.float32))
+    out = torch.zeros_like(frame)
+    paste_faces(out, np.array([0]), m, crops, alpha)
+    # Where the pasted alpha is full, warp + inverse warp gives the frame back up to interpolation error.
+    full = torch.zeros_like(frame[:, :1])
+    paste_faces(full, np.array([0]), m, torch.ones_like(crops[:, :1]), alpha)
+    region = full[0, 0] > 0.999
+    assert region.sum() > 5000
+    err = (out[0] - frame[0]).abs()[:, region]
+    assert err.mean() < 2 / 255 and err.max() < 12 / 255
+
+
+def test_several_faces_from_several_frames_in_one_call(astronaut):
+    frames = torch.stack([_tensor(astronaut)[0], _tensor(np.ascontiguousarray(astronaut[:, ::-1]))[0]])
+    lm_flipped = LANDMARKS.copy()
+    lm_flipped[..., 0] = 511 - lm_flipped[..., 0]
+    lm_flipped = lm_flipped[:, [1, 0, 2, 4, 3]]
+    landmarks = np.concatenate([LANDMARKS, lm_flipped, LANDMARKS])
+    index = np.array([0, 1, 0])
+    m = estimate_transforms(landmarks, 128)
+    crops, _ = warp_faces(frames, index, m, 128)
+    torch.testing.assert_close(crops[0], crops[2])
+    single, _ = warp_faces(frames[1:], np.array([0]), m[1:2], 128)
+    torch.testing.assert_close(crops[1], single[0])

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from skimage import data
+
+from vidrestore.detection import CenterFaceDetector, detect_faces
+
+# Hand-checked on a 4x enlargement of the astronaut's face: pupils, nose tip, mouth corners.
+ASTRONAUT_LANDMARKS = np.array(
+    [[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]
+)
+
+
+@pytest.fixture(scope="module")
+def detector() -> CenterFaceDetector:
+    return CenterFaceDetector()
+
+
+def test_finds_the_astronaut_with_accurate_landmarks(detector, astronaut):
+    (faces,) = detect_faces(detector, [astronaut])
+    assert len(faces) == 1
+    assert faces.scores[0] > 0.8
+    err = np.linalg.norm(faces.landmarks[0] - ASTRONAUT_LANDMARKS, axis=1)
+    assert err.max() < 3.0, err
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert x1 < 203 < 247 < x2 and y1 < 101 < 144 < y2
+
+
+@pytest.mark.parametrize("name", ["coffee", "rocket", "coins"])
+def test_no_face_in_face_free_images(detector, name):
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    (faces,) = detect_faces(detector, [np.ascontiguousarray(img[:, :, :3])])
+    assert len(faces) == 0
+
+
+def test_batch_matches_single_frames(detector, astronaut):
+    shifted = np.roll(astronaut, (40, -60), axis=(0, 1))
+    batch = detect_faces(detector, [astronaut, shifted, np.zeros_like(astronaut)])
+    singles = [detect_faces(detector, [f])[0] for f in (astronaut, shifted, np.zeros_like(astronaut))]
+    assert [len(f) for f in batch] == [1, 1, 0]
+    for b, s in zip(batch, singles, strict=True):
+        np.testing.assert_allclose(b.landmarks, s.landmarks, atol=1e-3)
+    np.testing.assert_allclose(batch[1].landmarks[0], batch[0].landmarks[0] + [-60, 40], atol=2.5)
+
+
+def test_many_faces_border_faces_and_odd_sizes(detector, astronaut):
+    face = astronaut[40:200, 150:310]  # 160x160 around the face
+    canvas = np.full((301, 517, 3), 200, np.uint8)
+    canvas[0:160, 0:160] = face
+    canvas[141:301, 357:517] = face
+    canvas[60:220, 200:360] = face
+    edge = face[:, 30:]  # a face cut by the right border
+    canvas[0:160, 517 - 130 :] = edge
+    (faces,) = detect_faces(detector, [canvas])
+    assert len(faces) >= 3
+    assert np.all(np.isfinite(faces.landmarks))
+
+
+def test_size_threshold_and_center_face(detector, astronaut):
+    (faces,) = detect_faces(detector, [astronaut], min_eye_distance=100)
+    assert len(faces) == 0
+    wide = np.concatenate([astronaut, astronaut], axis=1)
+    (both,) = detect_faces(detector, [wide])
+    (centre,) = detect_faces(detector, [wide], only_center_face=True)
+    assert len(both) == 2 and len(centre) == 1
+    assert abs(centre.landmarks[0, 0, 0] - 512) < abs(both.landmarks[:, 0, 0] - 512).max()
+
+
+def test_detect_size_rescales_coordinates(detector, astronaut):
+    big = np.kron(astronaut, np.ones((2, 2, 1), np.uint8))  # 1024x1024
+    (faces,) = detect_faces(detector, [big], detect_size=512)
+    assert len(faces) == 1
+    err = np.linalg.norm(faces.landmarks[0] - 2 * ASTRONAUT_LANDMARKS, axis=1)
+    assert err.max() < 8.0, err

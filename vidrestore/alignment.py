@@ -1,0 +1,98 @@
+"""Alignment to the FFHQ template: similarity transforms, and warping between frame and face crop.
+
+The warps run in torch with ``grid_sample`` so that the same code serves the CPU and the GPU, any bit
+depth (frames are float), and many faces at once. Affine matrices follow OpenCV's convention: a 2x3 matrix
+``M`` maps frame pixel coordinates to crop pixel coordinates, pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# facexlib's 5-point FFHQ template for a 512 crop: eyes, nose, mouth corners (image left first).
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float32,
+)
+# The grey facexlib fills outside the frame with; GFP-GAN was trained on crops padded with it.
+BORDER_RGB = (132 / 255, 133 / 255, 135 / 255)
+
+
+def estimate_transforms(landmarks: np.ndarray, face_size: int) -> np.ndarray:
+    """(N, 5, 2) landmarks → (N, 2, 3) frame→crop similarity transforms (4 DOF, LMedS fit)."""
+    template = FFHQ_TEMPLATE_512 * (face_size / 512)
+    out = np.zeros((len(landmarks), 2, 3), np.float64)
+    for i, lm in enumerate(landmarks):
+        m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32), template, method=cv2.LMEDS)
+        if m is None:  # degenerate points (all equal): fall back to the least-squares fit
+            m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32), template, method=0)
+        out[i] = m
+    return out
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Invert a stack of (…, 2, 3) affine matrices."""
+    a, t = m[..., :2], m[..., 2:]
+    a_inv = np.linalg.inv(a)
+    return np.concatenate([a_inv, -a_inv @ t], axis=-1)
+
+
+def _pixel_to_normalized(width: int, height: int) -> np.ndarray:
+    """3x3 map from pixel coordinates to grid_sample's [-1, 1] coordinates (align_corners=False)."""
+    return np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
+
+
+def sampling_grid(
+    out_to_in: np.ndarray, out_size: tuple[int, int], in_size: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """Grids for ``grid_sample``: ``out_to_in`` (N, 2, 3) maps output pixels to input pixels.
+
+    Sizes are (width, height). Returns (N, H_out, W_out, 2) float32.
+    """
+    ow, oh = out_size
+    n = len(out_to_in)
+    m = np.concatenate([out_to_in, np.tile([[[0, 0, 1]]], (n, 1, 1))], axis=1)
+    theta = _pixel_to_normalized(*in_size) @ m @ np.linalg.inv(_pixel_to_normalized(ow, oh))
+    theta_t = torch.from_numpy(theta[:, :2].astype(np.float32)).to(device)
+    return F.affine_grid(theta_t, [n, 1, oh, ow], align_corners=False)
+
+
+def warp_faces(
+    frames: torch.Tensor, frame_index: np.ndarray, affines: np.ndarray, face_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut aligned face crops out of frames.
+
+    ``frames`` is (B, C, H, W) float; face ``i`` comes from ``frames[frame_index[i]]`` with the
+    frame→crop transform ``affines[i]``. Outside the frame the crop is filled with the FFHQ grey.
+    Returns the crops (N, C, S, S) and, per crop, the fraction of each pixel that came from inside the
+    frame (N, 1, S, S): paste-back must not paint the grey padding back into the frame.
+    """
+    n = len(affines)
+    _, c, h, w = frames.shape
+    crops = frames.new_empty(n, c, face_size, face_size)
+    inside = frames.new_empty(n, 1, face_size, face_size)
+    if n == 0:
+        return crops, inside
+    border = torch.tensor(BORDER_RGB if c == 3 else [0.5] * c, dtype=frames.dtype, device=frames.device)
+    border = border.view(1, c, 1, 1)
+    grids = sampling_grid(invert_affine(affines), (face_size, face_size), (w, h), frames.device)
+    for b in np.unique(frame_index):
+        sel = np.nonzero(frame_index == b)[0]
+        # All faces of one frame in one call: their grids are stacked along the height.
+        grid = grids[sel].reshape(1, len(sel) * face_size, face_size, 2).to(frames.dtype)
+        src = torch.cat([frames[b : b + 1] - border, torch.ones_like(frames[b : b + 1, :1])], dim=1)
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out.view(c + 1, len(sel), face_size, face_size).transpose(0, 1)
+        idx = torch.from_numpy(sel).to(frames.device)
+        crops[idx] = out[:, :c] + border
+        inside[idx] = out[:, c:]
+    return crops, inside

