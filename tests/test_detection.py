@@ -73,3 +73,27 @@ def test_detect_size_rescales_coordinates(detector, astronaut):
     assert len(faces) == 1
     err = np.linalg.norm(faces.landmarks[0] - 2 * ASTRONAUT_LANDMARKS, axis=1)
     assert err.max() < 8.0, err
+
+
+def test_retinaface_loads_the_official_layout_and_runs_batched(tmp_path, astronaut):
+    """Random weights saved as the release is (keys prefixed 'module.') load strictly and run batched."""
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+
+    from vidrestore.detection import create_detector
+    from vidrestore.errors import VidrestoreError
+
+    torch.manual_seed(0)
+    ref = RetinaFace("resnet50", device=torch.device("cpu")).eval()
+    torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "r50.pth")
+    det = create_detector("retinaface", torch.device("cpu"), weights=tmp_path / "r50.pth")
+    small = np.ascontiguousarray(astronaut[::2, ::2])
+    batch = det.detect([small, small])
+    assert len(batch) == 2 and len(batch[0]) == len(batch[1])
+    assert batch[0].landmarks.shape == (len(batch[0]), 5, 2) and batch[0].boxes.shape == (len(batch[0]), 4)
+    np.testing.assert_allclose(batch[0].landmarks, batch[1].landmarks, atol=1e-3)
+    assert np.all(np.diff(batch[0].scores) <= 0)
+
+    (tmp_path / "bad.pth").write_bytes(b"\x00" * 100)
+    with pytest.raises(VidrestoreError, match="bad.pth"):
+        create_detector("retinaface", torch.device("cpu"), weights=tmp_path / "bad.pth")

@@ -14,6 +14,7 @@ mouth corner, right mouth corner, "left" meaning the image's left, as in the FFH
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,9 @@ class RetinaFaceDetector:
         self.threshold = threshold
         self.nms_threshold = nms_threshold
         self.device = device
-        model = RetinaFace(network_name=network, half=False, device=device)
+        with warnings.catch_warnings():  # facexlib still passes torchvision's deprecated `pretrained=False`
+            warnings.simplefilter("ignore", UserWarning)
+            model = RetinaFace(network_name=network, half=False, device=device)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             state = {k.removeprefix("module."): v for k, v in state.items()}

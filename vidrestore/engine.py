@@ -7,7 +7,7 @@ paste-back all run there; only detection sees an 8-bit copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ class RestoreOptions:
     detect_size: int | None = None  # detect on frames whose long side is at most this
     batch_size: int = 8
     randomize_noise: bool = False
-    model_config: GFPGANConfig = field(default_factory=GFPGANConfig)
+    model_config: GFPGANConfig | None = None  # None: read the layout off the checkpoint
 
     def validate(self) -> None:
         if self.model not in MODEL_WEIGHTS:
@@ -103,7 +103,6 @@ class FaceRestorer:
         self.options = options
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
-        self.face_size = options.model_config.out_size
         gfpgan_path = weights.resolve(
             MODEL_WEIGHTS[options.model],
             path=options.weights,
@@ -113,6 +112,7 @@ class FaceRestorer:
         self.model = load_gfpgan(
             gfpgan_path, device=self.device, dtype=self.dtype, config=options.model_config
         )
+        self.face_size = self.model.config.out_size
         detector_weights = None
         if options.detector == "retinaface":
             detector_weights = weights.resolve(

@@ -1,0 +1,33 @@
+"""Shared fixtures: real face images from scikit-image and a tiny GFP-GAN in the official layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean
+
+TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A 512x512 RGB photograph with one real face (eyes near (203, 102) and (247, 104))."""
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> GFPGANConfig:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """A randomly initialised tiny GFP-GAN, saved as the official releases are: {"params_ema": ...}."""
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(TINY)
+    path = tmp_path_factory.mktemp("weights") / "tiny_gfpgan.pth"
+    torch.save({"params_ema": model.state_dict()}, path)
+    return str(path)

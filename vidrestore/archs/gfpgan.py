@@ -1,0 +1,347 @@
+"""GFPGANv1Clean (the architecture of the released GFPGAN v1.3 / v1.4 weights), written for inference.
+
+Module and attribute names mirror the official implementation so that the published state dicts load with
+``strict=True``; the forward pass is restructured for batched, deterministic, mixed-precision inference:
+
+* the modulated conv scales activations and runs one shared-weight conv for the whole batch instead of
+  building a per-sample weight tensor for a grouped conv (see :func:`modulated_conv2d`);
+* the stored noise buffers are used unless ``randomize_noise=True``, so a face gives the same output on every
+  call (fresh noise per frame is a source of video flicker);
+* the U-Net's intermediate ``toRGB`` heads are kept for checkpoint compatibility but not computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ConstantInput",
+    "GFPGANConfig",
+    "GFPGANv1Clean",
+    "ModulatedConv2d",
+    "NormStyleCode",
+    "ResBlock",
+    "StyleConv",
+    "StyleGAN2GeneratorCSFT",
+    "ToRGB",
+    "modulated_conv2d",
+]
+
+_LRELU_SLOPE = 0.2
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class GFPGANConfig:
+    """Constructor arguments of GFPGANv1Clean; the defaults are the official v1.3 / v1.4 inference ones."""
+
+    out_size: int = 512
+    num_style_feat: int = 512
+    channel_multiplier: int = 2
+    num_mlp: int = 8
+    input_is_latent: bool = True
+    different_w: bool = True
+    narrow: float = 1
+    sft_half: bool = True
+
+    def __post_init__(self) -> None:
+        if self.out_size < 8 or self.out_size > 1024 or self.out_size & (self.out_size - 1):
+            raise ValueError(f"out_size must be a power of two in [8, 1024], got {self.out_size}")
+
+    @property
+    def log_size(self) -> int:
+        return int(math.log2(self.out_size))
+
+    @property
+    def num_latent(self) -> int:
+        """Number of W codes the decoder consumes: two for 4 px, then two per doubling."""
+        return self.log_size * 2 - 2
+
+    def channels(self, resolution: int, narrow: float | None = None) -> int:
+        """StyleGAN2 channels at ``resolution`` (the U-Net passes ``narrow * 0.5``), truncated as upstream."""
+        narrow = self.narrow if narrow is None else narrow
+        if resolution <= 32:
+            return int(512 * narrow)
+        return int(16384 // resolution * self.channel_multiplier * narrow)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    style: torch.Tensor,
+    demodulate: bool,
+    upsample: bool,
+    padding: int,
+) -> torch.Tensor:
+    """StyleGAN2 modulated convolution without a per-sample weight tensor.
+
+    ``conv(x, w * s) * d == conv(x * s, w) * d``, so the style scales the input channels and ONE conv with
+    the shared ``weight`` (C_out, C_in, k, k) serves the whole batch; ``style`` is (B, C_in). The
+    demodulation coefficients ``d[b, o] = rsqrt(sum_i (sum_k w[o, i, k]^2) * s[b, i]^2 + eps)`` are a small
+    matmul, computed in fp32. In fp16 the weight and styles are first divided by their inf-norms (NVIDIA
+    stylegan2-ada) so the un-demodulated conv cannot overflow; demodulation cancels those per-row scales.
+    Upsampling is a bilinear x2 before the conv; it commutes with the per-channel style scale, which is
+    therefore applied at the lower resolution. This function is the reference a fused kernel must match.
+    """
+    batch = x.shape[0]
+    if demodulate and x.dtype == torch.float16:
+        fan_in = weight[0].numel()
+        weight = weight * (1 / math.sqrt(fan_in) / weight.abs().amax(dim=(1, 2, 3), keepdim=True))
+        style = style / style.abs().amax(dim=1, keepdim=True)
+    x = x * style.to(x.dtype).view(batch, -1, 1, 1)
+    if upsample:
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    out = F.conv2d(x, weight, padding=padding)
+    if demodulate:
+        weight_sq = weight.float().square().sum(dim=(2, 3))  # (C_out, C_in)
+        demod = torch.rsqrt(style.float().square() @ weight_sq.T + _EPS)  # (B, C_out)
+        out = out * demod.to(out.dtype).view(batch, -1, 1, 1)
+    return out
+
+
+class NormStyleCode(nn.Module):
+    """Pixel-norm of the style code along dim 1 (as upstream, also when given a (B, N, C) code)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + _EPS)
+
+
+class ModulatedConv2d(nn.Module):
+    """The checkpoint's ``modulation`` Linear and (1, C_out, C_in, k, k) ``weight``; see modulated_conv2d."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        num_style_feat: int,
+        demodulate: bool = True,
+        upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.padding = kernel_size // 2
+        self.modulation = nn.Linear(num_style_feat, in_channels)
+        nn.init.normal_(self.modulation.weight, std=1 / math.sqrt(num_style_feat))
+        nn.init.ones_(self.modulation.bias)  # styles start at 1: the conv starts as a plain conv
+        fan_in = in_channels * kernel_size**2
+        self.weight = nn.Parameter(
+            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size) / math.sqrt(fan_in)
+        )
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return modulated_conv2d(
+            x, self.weight[0], self.modulation(style), self.demodulate, self.upsample, self.padding
+        )
+
+    def extra_repr(self) -> str:
+        _, c_out, c_in, k, _ = self.weight.shape
+        return f"{c_in}, {c_out}, kernel_size={k}, demodulate={self.demodulate}, upsample={self.upsample}"
+
+
+class StyleConv(nn.Module):
+    """Modulated conv, then ``* sqrt(2) + weight * noise + bias`` and LeakyReLU(0.2)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        num_style_feat: int,
+        upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.modulated_conv = ModulatedConv2d(
+            in_channels, out_channels, kernel_size, num_style_feat, demodulate=True, upsample=upsample
+        )
+        self.weight = nn.Parameter(torch.zeros(1))  # noise strength
+        self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """``noise`` is a stored (1, 1, H, W) map shared by the batch, or None for fresh per-sample noise."""
+        out = self.modulated_conv(x, style) * math.sqrt(2)
+        if noise is None:
+            batch, _, height, width = out.shape
+            noise = torch.randn(batch, 1, height, width, dtype=out.dtype, device=out.device)
+        out = out + self.weight * noise + self.bias
+        return F.leaky_relu(out, _LRELU_SLOPE, inplace=True)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv (no demodulation) to RGB plus bias, added to the upsampled previous RGB."""
+
+    def __init__(self, in_channels: int, num_style_feat: int, upsample: bool = True) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.modulated_conv = ModulatedConv2d(in_channels, 3, 1, num_style_feat, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.modulated_conv(x, style) + self.bias
+        if skip is not None:
+            if self.upsample:
+                skip = F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)
+            out = out + skip
+        return out
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 input of the generator."""
+
+    def __init__(self, num_channel: int, size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, num_channel, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.weight.expand(batch, -1, -1, -1)
+
+
+class StyleGAN2GeneratorCSFT(nn.Module):
+    """StyleGAN2 decoder whose first conv at each resolution >= 8 px is followed by a (channel-split) SFT."""
+
+    def __init__(self, config: GFPGANConfig) -> None:
+        super().__init__()
+        self.sft_half = config.sft_half
+        feat = config.num_style_feat
+        mlp: list[nn.Module] = [NormStyleCode()]
+        for _ in range(config.num_mlp):
+            linear = nn.Linear(feat, feat)
+            nn.init.kaiming_normal_(linear.weight, a=_LRELU_SLOPE, nonlinearity="leaky_relu")
+            nn.init.zeros_(linear.bias)
+            mlp += [linear, nn.LeakyReLU(_LRELU_SLOPE, inplace=True)]
+        self.style_mlp = nn.Sequential(*mlp)  # indices 1, 3, ... are in the checkpoint
+
+        ch = config.channels
+        self.constant_input = ConstantInput(ch(4), size=4)
+        self.style_conv1 = StyleConv(ch(4), ch(4), 3, feat)
+        self.to_rgb1 = ToRGB(ch(4), feat, upsample=False)
+
+        self.style_convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channels = ch(4)
+        for res in (2**i for i in range(3, config.log_size + 1)):
+            self.style_convs.append(StyleConv(in_channels, ch(res), 3, feat, upsample=True))
+            self.style_convs.append(StyleConv(ch(res), ch(res), 3, feat))
+            self.to_rgbs.append(ToRGB(ch(res), feat))
+            in_channels = ch(res)
+
+        # One fixed noise map per StyleConv (4 px, then two per resolution); buffers, so checkpointed.
+        self.noises = nn.Module()
+        for idx in range(len(self.style_convs) + 1):
+            res = 2 ** ((idx + 5) // 2)
+            self.noises.register_buffer(f"noise{idx}", torch.randn(1, 1, res, res))
+
+    def forward(
+        self, latent: torch.Tensor, conditions: list[tuple[torch.Tensor, torch.Tensor]], randomize_noise: bool
+    ) -> torch.Tensor:
+        """``latent`` is (B, num_latent, C); ``conditions`` is one (scale, shift) pair per resolution >= 8."""
+        fresh: list[torch.Tensor | None] = [None] * (len(self.style_convs) + 1)
+        noises = fresh if randomize_noise else list(self.noises.buffers())
+        out = self.style_conv1(self.constant_input(latent.shape[0]), latent[:, 0], noises[0])
+        skip = self.to_rgb1(out, latent[:, 1])
+        for level, (scale, shift) in enumerate(conditions):
+            i = 2 * level + 1
+            out = self.style_convs[i - 1](out, latent[:, i], noises[i])
+            out = self._sft(out, scale, shift)
+            out = self.style_convs[i](out, latent[:, i + 1], noises[i + 1])
+            skip = self.to_rgbs[level](out, latent[:, i + 2], skip)
+        return skip
+
+    def _sft(self, out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``x * scale + shift``; with sft_half the first half of the channels passes unchanged (realism)."""
+        if not self.sft_half:
+            return torch.addcmul(shift, out, scale)
+        half = out.shape[1] // 2
+        return torch.cat([out[:, :half], torch.addcmul(shift, out[:, half:], scale)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """conv3x3, lrelu, bilinear resample, conv3x3, lrelu, plus a resampled 1x1 bias-free skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, scale_factor: float) -> None:
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.leaky_relu(self.conv1(x), _LRELU_SLOPE, inplace=True)
+        out = F.leaky_relu(self.conv2(self._resample(out)), _LRELU_SLOPE, inplace=True)
+        return out + self.skip(self._resample(x))
+
+
+def _sft_branch(channels: int, sft_half: bool) -> nn.Sequential:
+    """conv3x3, lrelu, conv3x3 on a U-Net feature; it modulates half the decoder channels, or all of them."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, 1, 1),
+        nn.LeakyReLU(_LRELU_SLOPE, inplace=True),
+        nn.Conv2d(channels, channels if sft_half else 2 * channels, 3, 1, 1),
+    )
+
+
+class GFPGANv1Clean(nn.Module):
+    """U-Net degradation remover whose features drive a StyleGAN2 decoder through W codes and CS-SFT."""
+
+    def __init__(self, config: GFPGANConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GFPGANConfig()
+
+        def unet_ch(res: int) -> int:
+            return config.channels(res, narrow=config.narrow * 0.5)
+
+        log_size = config.log_size
+        self.conv_body_first = nn.Conv2d(3, unet_ch(config.out_size), 1)
+        self.conv_body_down = nn.ModuleList(
+            ResBlock(unet_ch(2**i), unet_ch(2 ** (i - 1)), 0.5) for i in range(log_size, 2, -1)
+        )
+        self.final_conv = nn.Conv2d(unet_ch(4), unet_ch(4), 3, 1, 1)
+        ups = range(3, log_size + 1)
+        self.conv_body_up = nn.ModuleList(ResBlock(unet_ch(2 ** (i - 1)), unet_ch(2**i), 2) for i in ups)
+        self.toRGB = nn.ModuleList(nn.Conv2d(unet_ch(2**i), 3, 1) for i in ups)  # training-only heads
+        num_w = config.num_latent if config.different_w else 1
+        self.final_linear = nn.Linear(unet_ch(4) * 4 * 4, num_w * config.num_style_feat)
+        self.stylegan_decoder = StyleGAN2GeneratorCSFT(config)
+        self.condition_scale = nn.ModuleList(_sft_branch(unet_ch(2**i), config.sft_half) for i in ups)
+        self.condition_shift = nn.ModuleList(_sft_branch(unet_ch(2**i), config.sft_half) for i in ups)
+
+    def forward(self, x: torch.Tensor, randomize_noise: bool = False) -> torch.Tensor:
+        """Restore (B, 3, S, S) RGB faces in [-1, 1] to the raw ToRGB sum (not clamped, no tanh).
+
+        Deterministic by default: the stored noise buffers are used; ``randomize_noise=True`` draws fresh
+        noise, as the official GFPGANer does.
+        """
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1:] != (3, cfg.out_size, cfg.out_size):
+            raise ValueError(f"expected a (B, 3, {cfg.out_size}, {cfg.out_size}) input, got {tuple(x.shape)}")
+        feat = F.leaky_relu(self.conv_body_first(x), _LRELU_SLOPE, inplace=True)
+        skips = []
+        for block in self.conv_body_down:
+            feat = block(feat)
+            skips.append(feat)
+        feat = F.leaky_relu(self.final_conv(feat), _LRELU_SLOPE, inplace=True)
+
+        batch = x.shape[0]
+        latent = self.final_linear(feat.flatten(1)).view(batch, -1, cfg.num_style_feat)  # (B, N or 1, C)
+        if not cfg.input_is_latent:
+            # Upstream maps the code in the shape it has: (B, C) for one shared W, (B, N, C) with different_w.
+            code = latent if cfg.different_w else latent[:, 0]
+            latent = self.stylegan_decoder.style_mlp(code).view(batch, -1, cfg.num_style_feat)
+        latent = latent.expand(-1, cfg.num_latent, -1)
+
+        conditions = []
+        for block, to_scale, to_shift, skip in zip(
+            self.conv_body_up, self.condition_scale, self.condition_shift, reversed(skips), strict=True
+        ):
+            feat = block(feat + skip)
+            conditions.append((to_scale(feat), to_shift(feat)))
+        return self.stylegan_decoder(latent, conditions, randomize_noise)
