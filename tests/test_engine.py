@@ -1,0 +1,82 @@
+"""The engine on batches of frames: batching changes nothing, masks and parsing work, options are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidrestore import weights
+from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.errors import VidrestoreError
+
+
+def _frames(*imgs: np.ndarray) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(i).permute(2, 0, 1).float() / 255 for i in imgs])
+
+
+@pytest.fixture(scope="module")
+def restorer(tiny_checkpoint) -> FaceRestorer:
+    return FaceRestorer(
+        RestoreOptions(weights=tiny_checkpoint, detector="centerface", batch_size=2), progress=False
+    )
+
+
+def test_a_batch_of_frames_equals_frames_one_by_one(restorer, astronaut):
+    half = astronaut[::2, ::2]
+    two_faces = np.full_like(astronaut, 128)
+    two_faces[:256] = np.concatenate([half, half[:, ::-1]], axis=1)
+    frames = [astronaut, two_faces, np.zeros_like(astronaut)]
+    batched, found = restorer.restore(_frames(*frames))
+    assert [len(f) for f in found] == [1, 2, 0]  # 3 faces in one model batch of 2 + 1
+    for i, frame in enumerate(frames):
+        single, _ = restorer.restore(_frames(frame))
+        torch.testing.assert_close(batched[i : i + 1], single, atol=1e-5, rtol=0)
+    assert torch.equal(batched[2], _frames(frames[2])[0])  # no face: untouched
+
+
+def test_same_input_same_output(restorer, astronaut):
+    a, _ = restorer.restore(_frames(astronaut))
+    b, _ = restorer.restore(_frames(astronaut))
+    assert torch.equal(a, b)
+
+
+def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
+    """ParseNet, loaded from a random checkpoint in the official layout, gives the paste mask."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    torch.manual_seed(0)
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), tmp_path / "parsenet.pth")
+    real_resolve = weights.resolve
+    monkeypatch.setattr(
+        weights,
+        "resolve",
+        lambda name, **kw: tmp_path / "parsenet.pth" if name == "parsenet" else real_resolve(name, **kw),
+    )
+    r = FaceRestorer(
+        RestoreOptions(weights=tiny_checkpoint, detector="centerface", parse=True), progress=False
+    )
+    crops = torch.rand(2, 3, 64, 64)
+    mask = r.parser.mask(crops)
+    assert mask.shape == (2, 1, 64, 64) and mask.min() >= 0 and mask.max() <= 1
+    out, found = r.restore(_frames(astronaut))
+    assert len(found[0]) == 1 and out.shape == (1, 3, 512, 512)
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("fidelity", -0.1, "fidelity"),
+        ("upscale", 0, "upscale"),
+        ("batch_size", 0, "batch-size"),
+        ("model", "v9", "v9"),
+        ("detector", "haar", "haar"),
+        ("dtype", "int8", "int8"),
+        ("device", "tpu", "tpu"),
+    ],
+)
+def test_bad_options_are_user_errors(tiny_checkpoint, field, value, needle):
+    opts = RestoreOptions(weights=tiny_checkpoint, detector="centerface")
+    setattr(opts, field, value)
+    with pytest.raises(VidrestoreError, match=needle):
+        FaceRestorer(opts, progress=False)
