@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import torch
 from skimage import data
 
-from vidrestore.detection import CenterFaceDetector, detect_faces
+from vidrestore.detection import CenterFaceDetector
+from vidrestore.detection import detect_faces as _detect_faces
+
+
+def detect_faces(detector, frames, **kw):
+    return _detect_faces(detector, torch.from_numpy(np.stack(frames)), **kw)
+
 
 # Hand-checked on a 4x enlargement of the astronaut's face: pupils, nose tip, mouth corners.
 ASTRONAUT_LANDMARKS = np.array(
@@ -77,7 +84,6 @@ def test_detect_size_rescales_coordinates(detector, astronaut):
 
 def test_retinaface_loads_the_official_layout_and_runs_batched(tmp_path, astronaut):
     """Random weights saved as the release is (keys prefixed 'module.') load strictly and run batched."""
-    import torch
     from facexlib.detection.retinaface import RetinaFace
 
     from vidrestore.detection import create_detector
@@ -88,7 +94,7 @@ def test_retinaface_loads_the_official_layout_and_runs_batched(tmp_path, astrona
     torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "r50.pth")
     det = create_detector("retinaface", torch.device("cpu"), weights=tmp_path / "r50.pth")
     small = np.ascontiguousarray(astronaut[::2, ::2])
-    batch = det.detect([small, small])
+    batch = det.detect(torch.from_numpy(np.stack([small, small])))
     assert len(batch) == 2 and len(batch[0]) == len(batch[1])
     assert batch[0].landmarks.shape == (len(batch[0]), 5, 2) and batch[0].boxes.shape == (len(batch[0]), 4)
     np.testing.assert_allclose(batch[0].landmarks, batch[1].landmarks, atol=1e-3)

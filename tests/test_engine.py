@@ -27,17 +27,21 @@ def test_a_batch_of_frames_equals_frames_one_by_one(restorer, astronaut):
     two_faces = np.full_like(astronaut, 128)
     two_faces[:256] = np.concatenate([half, half[:, ::-1]], axis=1)
     frames = [astronaut, two_faces, np.zeros_like(astronaut)]
-    batched, found = restorer.restore(_frames(*frames))
+    batched, found, changed = restorer.restore(_frames(*frames))
     assert [len(f) for f in found] == [1, 2, 0]  # 3 faces in one model batch of 2 + 1
     for i, frame in enumerate(frames):
-        single, _ = restorer.restore(_frames(frame))
+        single, _, single_changed = restorer.restore(_frames(frame))
         torch.testing.assert_close(batched[i : i + 1], single, atol=1e-5, rtol=0)
-    assert torch.equal(batched[2], _frames(frames[2])[0])  # no face: untouched
+        assert torch.equal(changed[i : i + 1], single_changed)
+    assert torch.equal(batched[2], _frames(frames[2])[0]) and not changed[2].any()  # no face: untouched
+    # Every pixel the paste moved is inside the changed mask.
+    moved = (batched - _frames(*frames)).abs().amax(dim=1) > 0
+    assert not (moved & ~changed).any() and changed[0].sum() > 1000
 
 
 def test_same_input_same_output(restorer, astronaut):
-    a, _ = restorer.restore(_frames(astronaut))
-    b, _ = restorer.restore(_frames(astronaut))
+    a = restorer.restore(_frames(astronaut)).frames
+    b = restorer.restore(_frames(astronaut)).frames
     assert torch.equal(a, b)
 
 
@@ -59,7 +63,7 @@ def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
     crops = torch.rand(2, 3, 64, 64)
     mask = r.parser.mask(crops)
     assert mask.shape == (2, 1, 64, 64) and mask.min() >= 0 and mask.max() <= 1
-    out, found = r.restore(_frames(astronaut))
+    out, found, _ = r.restore(_frames(astronaut))
     assert len(found[0]) == 1 and out.shape == (1, 3, 512, 512)
 
 
@@ -80,3 +84,23 @@ def test_bad_options_are_user_errors(tiny_checkpoint, field, value, needle):
     setattr(opts, field, value)
     with pytest.raises(VidrestoreError, match=needle):
         FaceRestorer(opts, progress=False)
+
+
+def test_out_of_memory_halves_the_batch_and_retries(tiny_checkpoint, astronaut):
+    r = FaceRestorer(
+        RestoreOptions(weights=tiny_checkpoint, detector="centerface", batch_size=8), progress=False
+    )
+    model, calls = r.model, []
+
+    def small_gpu(x, **kw):
+        calls.append(len(x))
+        if len(x) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return model(x, **kw)
+
+    r.model = small_gpu
+    crops = torch.rand(5, 3, 64, 64)
+    out = r.restore_faces(crops)
+    assert calls == [5, 4, 2, 2, 1] and r.batch_size == 2
+    r.model = model
+    torch.testing.assert_close(out, r.restore_faces(crops))

@@ -60,9 +60,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--batch-size",
         type=int,
-        default=8,
         metavar="N",
-        help="faces restored together in one model call (default: %(default)s)",
+        help="faces restored together in one model call (default: what half the free GPU memory holds, "
+        "4 on the CPU); a GPU out-of-memory error halves it and retries",
     )
     f = p.add_argument_group("faces")
     f.add_argument(

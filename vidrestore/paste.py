@@ -59,11 +59,13 @@ def paste_faces(
     affines: np.ndarray,
     faces: torch.Tensor,
     alpha: torch.Tensor,
+    changed: torch.Tensor | None = None,
 ) -> None:
     """Blend ``faces`` (N, C, S, S) into ``frames`` (B, C, H, W) in place, with ``alpha`` (N, 1, S, S).
 
     ``affines`` (N, 2, 3) map frame pixels to crop pixels. Faces are pasted in order, so a later face
-    covers an earlier one where they overlap.
+    covers an earlier one where they overlap. ``changed`` (B, H, W) bool, if given, is set wherever the
+    alpha is not zero, so a caller can keep every other pixel exactly as it was.
     """
     _, _, h, w = frames.shape
     s = faces.shape[-1]
@@ -81,5 +83,7 @@ def paste_faces(
         out = F.grid_sample(
             src, grid.to(frames.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
         )
-        roi = frames[b, :, y0:y1, x0:x1]
-        roi.lerp_(out[0, :-1], out[0, -1:].clamp(0, 1))
+        a = out[0, -1:].clamp(0, 1)
+        frames[b, :, y0:y1, x0:x1].lerp_(out[0, :-1], a)
+        if changed is not None:
+            changed[b, y0:y1, x0:x1] |= a[0] > 0

@@ -84,8 +84,8 @@ class Summary:
 def restore_image(restorer: FaceRestorer, img: np.ndarray) -> tuple[np.ndarray, int]:
     """Restore one decoded image (any layout :func:`read_image` returns); returns it and its face count."""
     t, layout = image_to_tensor(img, restorer.device)
-    out, found = restorer.restore(t)
-    return tensor_to_image(out, layout, img, restorer.options.upscale), len(found[0])
+    result = restorer.restore(t)
+    return tensor_to_image(result.frames, layout, img, restorer.options.upscale), len(result.faces[0])
 
 
 def restore_images(restorer: FaceRestorer, jobs: Sequence[Job], log: Callable[[str], None]) -> Summary:
