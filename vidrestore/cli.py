@@ -22,7 +22,7 @@ EPILOG = (
 )
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
+def _add_engine_options(p: argparse.ArgumentParser, *, upscale: bool = True) -> None:
     from .detection import DETECTORS
     from .model import MODEL_WEIGHTS
 
@@ -106,6 +106,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         help="paste through a ParseNet face mask (skin and features only; downloads 85 MB) "
         "instead of a feathered square",
     )
+    if not upscale:
+        return
     f.add_argument(
         "--upscale",
         type=int,
@@ -142,6 +144,65 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     _add_engine_options(img)
 
+    vid = sub.add_parser(
+        "restore",
+        help="restore faces in a video (the main job)",
+        epilog=EPILOG,
+        description="Restore every face in a video. Audio, subtitles and metadata are copied, timestamps "
+        "and frame count are kept, and frames without faces are passed to the encoder untouched.",
+    )
+    vid.add_argument("input", type=Path, metavar="IN", help="the video to restore")
+    vid.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the restored video")
+    vid.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")
+    vid.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    vid.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="write frames, faces, time per stage, settings and versions as JSON",
+    )
+    vid.add_argument(
+        "--debug-overlay",
+        action="store_true",
+        help="draw detected boxes and landmarks instead of restoring (no model weights needed): "
+        "check detection before spending GPU hours",
+    )
+    part = vid.add_argument_group("a piece of the video")
+    part.add_argument(
+        "--start", type=_seconds, metavar="TIME", help="start here (seconds or [HH:]MM:SS[.ms])"
+    )
+    part.add_argument("--end", type=_seconds, metavar="TIME", help="stop here (seconds or [HH:]MM:SS[.ms])")
+    part.add_argument("--frames", type=int, metavar="N", dest="max_frames", help="stop after N frames")
+    enc = vid.add_argument_group("encoding")
+    enc.add_argument(
+        "--codec",
+        help="video encoder: libx264, libx265, libsvtav1, ffv1, prores_ks, ... "
+        "(default: from the output's container, e.g. libx264 for .mp4)",
+    )
+    enc.add_argument(
+        "--crf", type=int, help="constant rate factor for x264/x265/svtav1 (default: 18 for x264)"
+    )
+    enc.add_argument("--preset", help="encoder preset, e.g. medium, slow (default: the encoder's own)")
+    enc.add_argument(
+        "--pix-fmt", help="output pixel format (default: the input's bit depth where the codec can)"
+    )
+    enc.add_argument(
+        "--encoder-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_key_value,
+        help="any other encoder option, repeatable, e.g. --encoder-opt tune=film",
+    )
+    _add_engine_options(vid, upscale=False)
+    vid.add_argument(
+        "--frame-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="frames handed to the engine together; their faces share model batches (default: %(default)s)",
+    )
+
     w = sub.add_parser("weights", help="list, download or verify model weight files", epilog=EPILOG)
     wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     for name, text in (
@@ -156,17 +217,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine_options(args: argparse.Namespace):
-    from .engine import RestoreOptions
+def _seconds(text: str) -> float:
+    """'90', '1:30' or '00:01:30.5' → seconds."""
+    try:
+        value = 0.0
+        for part in text.split(":"):
+            value = value * 60 + float(part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or [HH:]MM:SS[.ms])") from None
+    if text.count(":") > 2 or value < 0:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or [HH:]MM:SS[.ms])")
+    return value
 
-    return RestoreOptions(
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _engine_fields(args: argparse.Namespace) -> dict:
+    """The engine's options, as the CLI's flags give them."""
+    return dict(
         model=args.model,
         weights=args.weights,
         weights_dir=args.weights_dir,
         device=args.device,
         dtype=args.dtype,
         detector=args.detector,
-        upscale=args.upscale,
+        upscale=getattr(args, "upscale", 1),
         only_center_face=args.only_center_face,
         fidelity=args.fidelity,
         parse=args.parse,
@@ -182,9 +262,10 @@ def _log(args: argparse.Namespace, msg: str) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    from .engine import RestoreOptions
     from .stills import plan_outputs, restore_images
 
-    options = _engine_options(args)
+    options = RestoreOptions(**_engine_fields(args))
     options.validate()
     jobs = plan_outputs(args.inputs, args.output, overwrite=args.overwrite)
     from .engine import FaceRestorer
@@ -200,6 +281,32 @@ def cmd_image(args: argparse.Namespace) -> int:
     for line in summary.errors:
         print(f"vidrestore: error: {line}", file=sys.stderr)
     return 2 if summary.errors else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .pipeline import VideoOptions, run
+
+    options = VideoOptions(
+        **_engine_fields(args),
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+        pix_fmt=args.pix_fmt,
+        encoder_opts=dict(args.encoder_opt),
+        start=args.start,
+        end=args.end,
+        max_frames=args.max_frames,
+        overwrite=args.overwrite,
+        debug_overlay=args.debug_overlay,
+        report=args.report,
+        progress=not args.quiet,
+        frame_batch=args.frame_batch,
+    )
+    report = run(args.input, args.output, options)
+    for line in report.notices + report.warnings:
+        print(f"vidrestore: note: {line}", file=sys.stderr)
+    _log(args, report.describe())
+    return 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -230,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"image": cmd_image, "weights": cmd_weights}[args.command](args)
+        return {"image": cmd_image, "restore": cmd_restore, "weights": cmd_weights}[args.command](args)
     except VidrestoreError as exc:
         print(f"vidrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code

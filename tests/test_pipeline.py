@@ -1,0 +1,282 @@
+"""`vidrestore restore` end to end on small generated clips, with a tiny model and the offline detector."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from clips import make_clip
+
+import vidrestore
+from vidrestore import pipeline
+from vidrestore.cli import main
+from vidrestore.errors import VidrestoreError
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No weights anywhere and downloads pointed at a closed local port: every test runs offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VIDRESTORE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("VIDRESTORE_WEIGHTS_URL", f"http://127.0.0.1:{port}/weights")
+
+
+def decode(path: Path, fmt: str = "rgb24") -> tuple[list[np.ndarray], list[int], Fraction]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [(f.to_ndarray(format=fmt), f.pts) for f in c.decode(s)]
+        return [f for f, _ in frames], [p for _, p in frames], s.time_base
+
+
+def audio_samples(path: Path) -> int:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return 0
+        return sum(f.samples for f in c.decode(c.streams.audio[0]))
+
+
+def restore(tiny_checkpoint: str, src: Path, dst: Path, **kw) -> pipeline.RunReport:
+    opts = dict(weights=tiny_checkpoint, detector="centerface", progress=False, frame_batch=4)
+    opts.update(kw)
+    return vidrestore.restore_video(src, dst, **opts)
+
+
+def test_mp4_keeps_frames_timestamps_audio_and_reports(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mp4", seconds=1.5)
+    report_path = tmp_path / "run.json"
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mp4", report=report_path)
+    frames, pts, tb = decode(tmp_path / "out.mp4")
+    src_frames, src_pts, src_tb = decode(spec.path)
+    assert len(frames) == len(src_frames) == spec.frames == report.frames
+    assert [p * tb for p in pts] == [p * src_tb for p in src_pts]
+    assert abs(audio_samples(tmp_path / "out.mp4") - audio_samples(spec.path)) <= 1024
+    assert report.frames_with_faces >= spec.frames * 0.8 and report.faces >= report.frames_with_faces
+    data = json.loads(report_path.read_text())
+    for key in ("frames", "faces", "fps", "stages", "settings", "versions", "codec"):
+        assert key in data
+    for stage in ("decode", "detect", "warp", "restore", "paste", "encode"):
+        assert data["stages"][stage] > 0, stage
+    assert data["versions"]["av"] == av.__version__
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_lossless_output_changes_only_the_faces(tmp_path, tiny_checkpoint):
+    """ffv1 in and out: every pixel away from the face path is bit-exact with the source."""
+    spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=1.0, audio=False)
+    restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv", codec="ffv1")
+    out, _, _ = decode(tmp_path / "out.mkv", "yuv444p")
+    src, _, _ = decode(spec.path, "yuv444p")
+    changed = 0
+    for o, s, (x, y, w, h) in zip(out, src, spec.boxes, strict=True):
+        far = np.ones(o.shape[1:], bool)
+        m = w // 2  # the paste can reach a little past the face box (the crop is wider than the face)
+        far[max(0, y - m) : y + h + m, max(0, x - m) : x + w + m] = False
+        assert np.array_equal(o[:, far], s[:, far])
+        changed += int((o != s).any())
+    assert changed >= len(out) * 0.8
+
+
+def test_a_clip_without_faces_passes_through_bit_exact(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=0.5, face=False, audio=False)
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv", codec="ffv1")
+    assert report.faces == 0
+    out, _, _ = decode(tmp_path / "out.mkv", "yuv420p")
+    src, _, _ = decode(spec.path, "yuv420p")
+    assert all(np.array_equal(a, b) for a, b in zip(out, src, strict=True))
+
+
+def test_ten_bit_vfr_stays_ten_bit_vfr(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mkv", codec="libx265", pix_fmt="yuv420p10le", vfr=True, seconds=1.0)
+    restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv")
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.pix_fmt == "yuv420p10le"
+    _, pts, tb = decode(tmp_path / "out.mkv")
+    assert [float(p * tb) for p in pts] == pytest.approx(spec.times, abs=1e-3)
+    assert len(set(np.diff(pts))) > 1  # still variable
+
+
+def test_piece_of_the_video(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mp4", seconds=2.0, fps=24)
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "part.mp4", start=0.5, end=1.5)
+    assert 22 <= report.frames <= 26
+    _, pts, tb = decode(tmp_path / "part.mp4")
+    assert float(pts[0] * tb) < 0.05  # starts at zero
+    assert abs(audio_samples(tmp_path / "part.mp4") / 48000 - report.frames / 24) < 2 / 24
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "first.mp4", max_frames=5)
+    assert report.frames == 5 and len(decode(tmp_path / "first.mp4")[0]) == 5
+
+
+def test_debug_overlay_needs_no_weights(tmp_path, capsys):
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.5)
+    assert (
+        main(
+            [
+                "restore",
+                str(spec.path),
+                "-o",
+                str(tmp_path / "dbg.mp4"),
+                "--debug-overlay",
+                "--detector",
+                "centerface",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    frames, _, _ = decode(tmp_path / "dbg.mp4")
+    src, _, _ = decode(spec.path)
+
+    # Green boxes were drawn where the faces are.
+    def greenish(f: np.ndarray) -> int:
+        return int(((f[..., 1].astype(int) - f[..., 0]) > 120).sum())
+
+    assert len(frames) == len(src)
+    assert all(greenish(f) > greenish(s) + 8 for f, s in zip(frames, src, strict=True))
+
+
+def test_unknown_api_option_is_a_user_error(tmp_path):
+    with pytest.raises(VidrestoreError, match="colour"):
+        vidrestore.restore_video(tmp_path / "a.mp4", tmp_path / "b.mp4", colour=True)
+
+
+def _one_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "no such file"),
+        ("empty", "empty"),
+        ("garbage", "not a video"),
+        ("audio_only", "no video stream"),
+        ("same", "input"),
+        ("exists", "--overwrite"),
+        ("unwritable", "not a directory"),
+    ],
+)
+def test_bad_inputs_get_one_line_and_leave_nothing(tmp_path, tiny_checkpoint, capsys, case, needle):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out" / "out.mp4"
+    dst.parent.mkdir()
+    if case == "empty":
+        src.write_bytes(b"")
+    elif case == "garbage":
+        src.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif case == "audio_only":
+        with av.open(str(src), "w") as c:
+            s = c.add_stream("aac", rate=48000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 48000
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+            for pkt in s.encode(None):
+                c.mux(pkt)
+    elif case != "missing":
+        make_clip(src, seconds=0.3)
+    if case == "same":
+        dst = src
+    elif case == "exists":
+        dst.write_bytes(b"keep me")
+    elif case == "unwritable":  # a parent that is a file: no directory to write in, even for root
+        (tmp_path / "file").write_bytes(b"x")
+        dst = tmp_path / "file" / "out.mp4"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = [
+        "restore",
+        str(src),
+        "-o",
+        str(dst),
+        "--weights",
+        tiny_checkpoint,
+        "--detector",
+        "centerface",
+        "-q",
+    ]
+    code = main(args)
+    assert code != 0
+    assert needle in _one_line(capsys)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_truncated_input_restores_what_decodes_and_says_so(tmp_path, tiny_checkpoint, capsys):
+    spec = make_clip(tmp_path / "in.mkv", seconds=2.0)
+    data = spec.path.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    code = main(
+        [
+            "restore",
+            str(cut),
+            "-o",
+            str(tmp_path / "out.mkv"),
+            "--weights",
+            tiny_checkpoint,
+            "--detector",
+            "centerface",
+            "-q",
+        ]
+    )
+    assert code == 0
+    assert "truncated" in capsys.readouterr().err
+    n = len(decode(tmp_path / "out.mkv")[0])
+    assert 0.3 * spec.frames < n < spec.frames
+
+
+def test_interrupt_leaves_no_output(tmp_path, tiny_checkpoint, monkeypatch):
+    spec = make_clip(tmp_path / "in.mp4", seconds=1.0)
+    calls = []
+    real = pipeline._process
+
+    def interrupted(batch, *a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(batch, *a)
+
+    monkeypatch.setattr(pipeline, "_process", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        restore(tiny_checkpoint, spec.path, tmp_path / "out.mp4")
+    assert not list(tmp_path.glob("*out*"))  # neither the output nor its temporary file
+    assert not [t for t in threading.enumerate() if t.name.startswith("vidrestore")]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def test_memory_stays_flat_on_a_long_clip(tmp_path, tiny_checkpoint):
+    """Thousands of frames: RSS after the first few hundred does not keep growing."""
+    spec = make_clip(tmp_path / "long.mkv", size=(96, 64), seconds=100, fps=25, audio=True, gop=250)
+    assert spec.frames == 2500
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(_rss_mb())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv", frame_batch=16)
+    finally:
+        done.set()
+        sampler.join()
+    assert report.frames == 2500
+    warm = samples[len(samples) // 5 : len(samples) // 5 + 5]
+    assert max(samples[len(samples) // 5 :]) - max(warm) < 40, (warm, max(samples))
