@@ -14,6 +14,11 @@ when the output container cannot hold them. The output is written to a hidden te
 destination and renamed at the end, so an interrupted run never leaves a half-written file under the final
 name.
 
+Timestamps: frames keep their pts and the stream its time base where the container can store it (Matroska
+counts in milliseconds, MP4 in at least 1/10000 s: the times stay the same). With ``start``, decoding seeks
+to the keyframe before it and drops the frames before it, and every stream is shifted together so the output
+starts at 0; the other streams' packets are kept between the first frame and the end of the last one.
+
 Encoder defaults (when :class:`EncodeSettings` leaves them unset):
 
 - ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``, ``.ts``: libx264, crf 18, preset medium (visually lossless, plays
@@ -26,7 +31,9 @@ Encoder defaults (when :class:`EncodeSettings` leaves them unset):
 - ``pix_fmt``: the input's when the encoder takes it (which keeps 10-bit input 10-bit), else the closest the
   encoder supports (same bit depth and chroma layout first). An odd width or height cannot be coded with
   subsampled chroma by libx264/libx265, so such inputs get 4:4:4 at the same depth, with a notice; naming a
-  subsampled ``pix_fmt`` explicitly for them is an error.
+  subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
+  used (BT.601 for SD, BT.709 for HD) and limited range.
+- Other extensions: the muxer's own default codec (libx264 where that is H.264).
 """
 
 from __future__ import annotations
@@ -197,9 +204,17 @@ class _Converter:
         self.src, self.dst = src, dst
         self._chroma = VideoReformatter()
         self._matrix = VideoReformatter()
+        self._direct = VideoReformatter()
 
-    def _resample(self, frame: av.VideoFrame, pix_fmt: str, src: _Colour, dst: _Colour) -> av.VideoFrame:
-        return self._chroma.reformat(
+    def _resample(
+        self,
+        frame: av.VideoFrame,
+        pix_fmt: str,
+        src: _Colour,
+        dst: _Colour,
+        via: VideoReformatter | None = None,
+    ) -> av.VideoFrame:
+        return (via or self._chroma).reformat(
             frame,
             format=pix_fmt,
             src_colorspace=src.matrix,
@@ -234,7 +249,7 @@ class _Converter:
 
     def convert(self, frame: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
         """The decoded picture in the output's pixel format (when the output cannot keep the input's)."""
-        return self._resample(frame, pix_fmt, self.src, self.dst)
+        return self._resample(frame, pix_fmt, self.src, self.dst, self._direct)
 
 
 class VideoSource:
@@ -403,15 +418,20 @@ class VideoSource:
         return None
 
     def frames(self) -> Iterator[SourceFrame]:
-        """Yield the frames in range, once (the file is read as it goes)."""
+        """Yield the frames in range, once, reading the file as it goes (may run in a thread of its own)."""
         if self._consumed:
             raise RuntimeError("VideoSource.frames() can be iterated only once")
         self._consumed = True
         frame: av.VideoFrame | None = self._first
         self._first = None
-        index, prev_pts, step = 0, None, self._step_pts()
+        index, prev_pts, step, nudged = 0, None, self._step_pts(), 0
         while frame is not None:
             pts = frame.pts if frame.pts is not None else (0 if prev_pts is None else prev_pts + step)
+            if prev_pts is not None and pts <= prev_pts:
+                pts, nudged = (
+                    prev_pts + 1,
+                    nudged + 1,
+                )  # encoders need rising timestamps; damaged files repeat them
             if index == 0 and self._start is not None:
                 self._offset_pts = pts
                 self._offset_s = float(pts * self._tb)
@@ -425,10 +445,14 @@ class VideoSource:
             index += 1
             if self._max_frames is not None and index >= self._max_frames:
                 self._stop_at = self._last_end
-                return
+                break
             frame = self._next_in_range()
-        if not self._hit_end:
+        if frame is None and not self._hit_end:  # ran to the end of the file, not to end or max_frames
             self._check_complete(index)
+        if nudged:
+            self.warnings.append(
+                f"input is damaged: {nudged} frame(s) had repeated or backward timestamps (nudged)"
+            )
 
     def _step_pts(self) -> int:
         rate = self._video.average_rate or self._video.guessed_rate
@@ -524,7 +548,12 @@ class VideoSource:
 
 class VideoSink:
     """Encoder and muxer for one output file; a context manager that commits on a clean exit and aborts
-    (deleting the temporary file) on an exception."""
+    (deleting the temporary file) on an exception.
+
+    Create it before iterating the source's frames (it reads the source's stream parameters), write every
+    frame in order, and commit once ``frames()`` has finished: the commit reads the rest of the source's other
+    streams (the audio after the last frame) from the same file.
+    """
 
     def __init__(
         self, dst: Path, source: VideoSource, settings: EncodeSettings, *, overwrite: bool = False
@@ -1110,18 +1139,24 @@ def _fmt_distance(src: str, cand: str, order: int) -> tuple[int, ...]:
 
 def _compose(converted: av.VideoFrame, original: av.VideoFrame, mask: np.ndarray) -> None:
     """Put the original samples back wherever the mask is clear; a subsampled chroma sample is taken from the
-    converted frame when any luma pixel it covers is masked."""
+    converted frame when any luma pixel it covers is masked. Only the mask's bounding box is examined sample
+    by sample (faces are small next to the frame), the rest is copied plane-wide."""
     height, width = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     for dst_plane, src_plane in zip(converted.planes, original.planes, strict=True):
         dst, src = _plane_array(dst_plane, converted), _plane_array(src_plane, original)
         ph, pw = dst.shape
-        sy, sx = -(-height // ph), -(-width // pw)
-        m = mask
+        sy, sx = -(-height // ph), -(-width // pw)  # this plane's subsampling
+        by0, by1, bx0, bx1 = y0 // sy, -(-y1 // sy), x0 // sx, -(-x1 // sx)
+        box = dst[by0:by1, bx0:bx1].copy()
+        dst[:] = src
+        m = np.zeros(((by1 - by0) * sy, (bx1 - bx0) * sx), bool)
+        part = mask[by0 * sy : by1 * sy, bx0 * sx : bx1 * sx]
+        m[: part.shape[0], : part.shape[1]] = part
         if (sy, sx) != (1, 1):
-            padded = np.zeros((ph * sy, pw * sx), bool)
-            padded[:height, :width] = mask
-            m = padded.reshape(ph, sy, pw, sx).any(axis=(1, 3))
-        np.copyto(dst, src, where=~m)
+            m = m.reshape(by1 - by0, sy, bx1 - bx0, sx).any(axis=(1, 3))
+        np.copyto(dst[by0:by1, bx0:bx1], box, where=m)
 
 
 def _plane_array(plane: av.video.plane.VideoPlane, frame: av.VideoFrame) -> np.ndarray:
