@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidrestore import kernels
+
 __all__ = [
     "ConstantInput",
     "GFPGANConfig",
@@ -104,6 +106,18 @@ def modulated_conv2d(
     return out
 
 
+def _sft(out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """CS-SFT ``x * scale + shift`` on the last ``scale.shape[1]`` channels of ``out``.
+
+    With sft_half the conditions have half the channels, so the first half passes unchanged (realism);
+    otherwise they cover all of them.
+    """
+    start = out.shape[1] - scale.shape[1]
+    if start == 0:
+        return torch.addcmul(shift, out, scale)
+    return torch.cat([out[:, :start], torch.addcmul(shift, out[:, start:], scale)], dim=1)
+
+
 class NormStyleCode(nn.Module):
     """Pixel-norm of the style code along dim 1 (as upstream, also when given a (B, N, C) code)."""
 
@@ -163,14 +177,45 @@ class StyleConv(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1))  # noise strength
         self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """``noise`` is a stored (1, 1, H, W) map shared by the batch, or None for fresh per-sample noise."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        style: torch.Tensor,
+        noise: torch.Tensor | None,
+        sft: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``noise`` is a stored (1, 1, H, W) map shared by the batch, or None for fresh per-sample noise.
+
+        ``sft`` = (scale, shift) applies the CS-SFT ``x*scale + shift`` to the last ``scale.shape[1]`` output
+        channels (see :func:`_sft`); the fused kernel does it in its epilogue.
+        """
+        if kernels.use_triton(x.device):
+            conv = self.modulated_conv
+            if noise is None:
+                batch, _, height, width = x.shape
+                size = (2 * height, 2 * width) if conv.upsample else (height, width)
+                noise = torch.randn(batch, 1, *size, dtype=x.dtype, device=x.device)
+            return kernels.modulated_conv2d(
+                x,
+                conv.weight[0],
+                conv.modulation(style),
+                True,
+                conv.upsample,
+                conv.padding,
+                gain=math.sqrt(2),
+                noise=noise,
+                noise_weight=self.weight,
+                bias=self.bias.view(-1),
+                negative_slope=_LRELU_SLOPE,
+                sft=sft,
+            )
         out = self.modulated_conv(x, style) * math.sqrt(2)
         if noise is None:
             batch, _, height, width = out.shape
             noise = torch.randn(batch, 1, height, width, dtype=out.dtype, device=out.device)
         out = out + self.weight * noise + self.bias
-        return F.leaky_relu(out, _LRELU_SLOPE, inplace=True)
+        out = F.leaky_relu(out, _LRELU_SLOPE, inplace=True)
+        return out if sft is None else _sft(out, *sft)
 
 
 class ToRGB(nn.Module):
@@ -183,6 +228,20 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if kernels.use_triton(x.device):
+            conv = self.modulated_conv
+            return kernels.modulated_conv2d(
+                x,
+                conv.weight[0],
+                conv.modulation(style),
+                False,
+                False,
+                conv.padding,
+                bias=self.bias.view(-1),
+                skip=skip,
+                skip_upsample=self.upsample,
+                channels_last=False,
+            )
         out = self.modulated_conv(x, style) + self.bias
         if skip is not None:
             if self.upsample:
@@ -207,7 +266,6 @@ class StyleGAN2GeneratorCSFT(nn.Module):
 
     def __init__(self, config: GFPGANConfig) -> None:
         super().__init__()
-        self.sft_half = config.sft_half
         feat = config.num_style_feat
         mlp: list[nn.Module] = [NormStyleCode()]
         for _ in range(config.num_mlp):
@@ -247,18 +305,10 @@ class StyleGAN2GeneratorCSFT(nn.Module):
         skip = self.to_rgb1(out, latent[:, 1])
         for level, (scale, shift) in enumerate(conditions):
             i = 2 * level + 1
-            out = self.style_convs[i - 1](out, latent[:, i], noises[i])
-            out = self._sft(out, scale, shift)
+            out = self.style_convs[i - 1](out, latent[:, i], noises[i], sft=(scale, shift))
             out = self.style_convs[i](out, latent[:, i + 1], noises[i + 1])
             skip = self.to_rgbs[level](out, latent[:, i + 2], skip)
         return skip
-
-    def _sft(self, out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """``x * scale + shift``; with sft_half the first half of the channels passes unchanged (realism)."""
-        if not self.sft_half:
-            return torch.addcmul(shift, out, scale)
-        half = out.shape[1] // 2
-        return torch.cat([out[:, :half], torch.addcmul(shift, out[:, half:], scale)], dim=1)
 
 
 class ResBlock(nn.Module):

@@ -1,0 +1,401 @@
+"""Time the fused Triton modulated-conv kernels on a CUDA GPU: per StyleConv layer and for the whole GFP-GAN.
+
+    python benchmarks/bench_kernels.py --out bench-out/kernels.json
+
+Variants, each at 512 px on the same random weights (random weights cost what the released ones do):
+
+1. ``official-fp32-b1``: the official architecture (per-sample weights, grouped conv), fp32, one face per
+   call, as GFPGANer runs it; timed at batch 1 only and used as the baseline at every batch;
+2. ``torch-bf16``: our PyTorch reference path (shared-weight conv, unfused epilogue), bf16, batched;
+3. ``compiled-bf16``: ``torch.compile`` of path 2;
+4. ``ours-bf16``: the fused Triton kernels (StyleConv and ToRGB; the U-Net stays in PyTorch);
+5. ``ours-bf16-graph`` (whole model only): path 4 replayed from a CUDA graph, as the engine can run it.
+
+Timing: CUDA events around groups of calls that cycle through several input sets (so that no input stays in
+L2), after warm-up (which also covers autotuning and compilation); the median group gives seconds per call.
+FLOPs are counted once with ``torch.utils.flop_counter.FlopCounterMode`` on the reference path; the fraction
+of the compute floor is achieved FLOP/s over ``--peak-tflops`` (790, the issue's H100 bf16 figure). The table
+goes to stdout and everything, with the GPU, driver, library versions and the kernel's registers, spills and
+shared memory, to the JSON file. ``--tiny`` runs the same pipeline on the 64 px test config, a quick check of
+the setup (about a minute, most of it Triton compiling the autotuner's candidates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import triton
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vidrestore import kernels
+from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
+from vidrestore.baseline import official_gfpgan
+
+OFFICIAL, TORCH, COMPILED, OURS, OURS_GRAPH = (
+    "official-fp32-b1",
+    "torch-bf16",
+    "compiled-bf16",
+    "ours-bf16",
+    "ours-bf16-graph",
+)
+TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
+ROTATION_BYTES = 4 << 30  # input sets rotate within this much memory (at least 2 sets)
+DEVICE = "cuda"
+
+
+@contextlib.contextmanager
+def triton_switch(on: bool) -> Iterator[None]:
+    """Run the model's StyleConv/ToRGB on the kernels (True) or the PyTorch reference (False)."""
+    saved = os.environ.get(kernels.ENV_VAR)
+    os.environ[kernels.ENV_VAR] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[kernels.ENV_VAR]
+        else:
+            os.environ[kernels.ENV_VAR] = saved
+
+
+def time_cuda(fn: Callable[[int], object], n_sets: int, args: argparse.Namespace) -> float:
+    """Median seconds per ``fn(set_index)`` call, timed with CUDA events over groups of >= args.sample_ms."""
+    for i in range(args.warmup):
+        fn(i % n_sets)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn(0)
+    end.record()
+    end.synchronize()
+    group = max(1, math.ceil(args.sample_ms / max(start.elapsed_time(end), 1e-3)))
+    times = []
+    for s in range(args.samples):
+        start.record()
+        for i in range(group):
+            fn((s * group + i) % n_sets)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / group)
+    return statistics.median(times)
+
+
+Run = Callable[[dict], torch.Tensor]
+
+
+def measure(run: Run, sets: list[dict], fused: bool, args: argparse.Namespace) -> tuple[float, torch.Tensor]:
+    """Seconds per call of ``run`` cycling through ``sets``, and its output for the first set."""
+    with triton_switch(fused), torch.no_grad():
+        seconds = time_cuda(lambda i: run(sets[i]), len(sets), args)
+        return seconds, run(sets[0])
+
+
+def count_flops(run: Run, inputs: dict) -> int:
+    """FLOPs (2 per MAC) of the PyTorch reference path; Triton kernels are invisible to the counter."""
+    with triton_switch(False), FlopCounterMode(display=False) as counter, torch.no_grad():
+        run(inputs)
+    return counter.get_total_flops()
+
+
+def nbytes(value: object) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(map(nbytes, value)) if isinstance(value, tuple | list) else 0
+
+
+def rotation(make: Callable[[int], dict]) -> list[dict]:
+    """Input sets ``make(seed)``: 2 to 4 of them, as many as fit in ROTATION_BYTES."""
+    first = make(0)
+    count = max(2, min(4, ROTATION_BYTES // max(nbytes(list(first.values())), 1)))
+    return [first] + [make(seed) for seed in range(1, count)]
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+@dataclass
+class Layer:
+    """One of the decoder's StyleConvs, with the official module that computes the same thing."""
+
+    name: str
+    ours: StyleConv
+    official: nn.Module
+    noise: torch.Tensor
+    size: int  # input resolution
+    sft: bool  # CS-SFT after it (the upsampling conv of each resolution >= 8 px)
+
+    def inputs(self, batch: int, dtype: torch.dtype, seed: int) -> dict:
+        """x (NCHW and channels-last), the W code and, for the SFT layers, the U-Net's (scale, shift)."""
+        gen = torch.Generator(device=DEVICE).manual_seed(seed)
+        c_out, c_in = self.ours.modulated_conv.weight.shape[1:3]
+        out_size = self.size * (2 if self.ours.modulated_conv.upsample else 1)
+        feat = self.ours.modulated_conv.modulation.in_features
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen, device=DEVICE, dtype=dtype)
+
+        x = rand(batch, c_in, self.size, self.size)
+        inputs = {"x": x, "x_cl": x.contiguous(memory_format=torch.channels_last), "style": rand(batch, feat)}
+        sft_shape = (batch, c_out // 2, out_size, out_size)
+        inputs["sft"] = (rand(*sft_shape), rand(*sft_shape)) if self.sft else None
+        return inputs
+
+    def run_official(self, s: dict) -> torch.Tensor:
+        """Upstream's StyleConv, then its split/cat CS-SFT."""
+        out = self.official(s["x"], s["style"], noise=self.noise.float())
+        if s["sft"] is None:
+            return out
+        out_same, out_sft = torch.split(out, out.shape[1] // 2, dim=1)
+        return torch.cat([out_same, out_sft * s["sft"][0] + s["sft"][1]], dim=1)
+
+    def variants(self, compiled: Callable[..., torch.Tensor]) -> dict[str, tuple[bool, Run]]:
+        """Variant name -> (runs on the kernels, function of one input set)."""
+        return {
+            TORCH: (False, lambda s: self.ours(s["x"], s["style"], self.noise, s["sft"])),
+            COMPILED: (False, lambda s: compiled(s["x"], s["style"], self.noise, s["sft"])),
+            OURS: (True, lambda s: self.ours(s["x_cl"], s["style"], self.noise, s["sft"])),  # as in the model
+        }
+
+
+def decoder_layers(ours: GFPGANv1Clean, official: nn.Module) -> list[Layer]:
+    dec, off = ours.stylegan_decoder, official.stylegan_decoder
+    convs = [(dec.style_conv1, off.style_conv1), *zip(dec.style_convs, off.style_convs, strict=True)]
+    layers = []
+    for idx, (conv, official_conv) in enumerate(convs):
+        c_out, c_in = conv.modulated_conv.weight.shape[1:3]
+        upsample = conv.modulated_conv.upsample
+        out_size = 2 ** ((idx + 5) // 2)
+        size = out_size // 2 if upsample else out_size
+        name = f"conv{idx:02d} {'up ' if upsample else ''}{size}->{out_size}px {c_in}->{c_out}"
+        noise = getattr(dec.noises, f"noise{idx}")
+        layers.append(Layer(name, conv, official_conv, noise, size, sft=upsample))
+    return layers
+
+
+def bench_layers(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for layer in decoder_layers(ours, official):
+        flops = count_flops(layer.variants(layer.ours)[TORCH][1], layer.inputs(1, torch.bfloat16, seed=0))
+        record = {"scope": "layer", "name": layer.name, "flops_per_face": flops}
+        sets = rotation(lambda seed, la=layer: la.inputs(1, torch.float32, seed))
+        seconds, _ = measure(layer.run_official, sets, False, args)
+        rows.append({**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds})
+
+        compiled = torch.compile(layer.ours, dynamic=False, mode=args.compile_mode)
+        for batch in args.batches:
+            sets = rotation(lambda seed, la=layer, b=batch: la.inputs(b, torch.bfloat16, seed))
+            outputs = {}
+            for variant, (fused, run) in layer.variants(compiled).items():
+                seconds, outputs[variant] = measure(run, sets, fused, args)
+                rows.append({**record, "variant": variant, "batch": batch, "s_per_call": seconds})
+            rows[-1]["rel_err_vs_torch_bf16"] = rel_err(outputs[OURS], outputs[TORCH])
+            print(f"{layer.name:32} b={batch:<3} " + summary(rows[-3:]), flush=True)
+        torch._dynamo.reset()  # every StyleConv shares one code object: keep under the recompile limit
+    return rows
+
+
+def bench_model(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace) -> list[dict]:
+    size = ours.config.out_size
+
+    def faces(batch: int, dtype: torch.dtype, seed: int) -> dict:
+        gen = torch.Generator(device=DEVICE).manual_seed(seed)
+        return {"x": (torch.rand(batch, 3, size, size, generator=gen, device=DEVICE) * 2 - 1).to(dtype)}
+
+    def run_official(s: dict) -> torch.Tensor:
+        return official(s["x"].float(), return_rgb=False, randomize_noise=False)[0]
+
+    record = {
+        "scope": "model",
+        "name": f"GFPGANv1Clean {size}px",
+        "flops_per_face": count_flops(lambda s: ours(s["x"]), faces(1, torch.bfloat16, 0)),
+    }
+    seconds, _ = measure(run_official, rotation(lambda seed: faces(1, torch.float32, seed)), False, args)
+    rows = [{**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds}]
+
+    compiled = torch.compile(ours, dynamic=False, mode=args.compile_mode)
+    variants: dict[str, tuple[bool, Run]] = {
+        TORCH: (False, lambda s: ours(s["x"])),
+        COMPILED: (False, lambda s: compiled(s["x"])),
+        OURS: (True, lambda s: ours(s["x"])),
+    }
+    for batch in args.batches:
+        sets = rotation(lambda seed, b=batch: faces(b, torch.bfloat16, seed))
+        with torch.no_grad():
+            official_out = run_official({"x": sets[0]["x"][:1]})  # every variant's parity on the first face
+        for variant, (fused, run) in variants.items():
+            seconds, out = measure(run, sets, fused, args)
+            error = rel_err(out[:1], official_out)
+            rows.append(
+                {**record, "variant": variant, "batch": batch, "s_per_call": seconds, "rel_err": error}
+            )
+        with triton_switch(True), torch.no_grad():
+            replay = graph_runner(ours, sets[0]["x"].clone())
+        seconds, _ = measure(replay, sets, True, args)
+        rows.append({**record, "variant": OURS_GRAPH, "batch": batch, "s_per_call": seconds})
+        print(f"{record['name']:32} b={batch:<3} " + summary(rows[-4:]), flush=True)
+        del replay
+    return rows
+
+
+def graph_runner(model: nn.Module, static_x: torch.Tensor) -> Run:
+    """Capture one forward into a CUDA graph (kernels already tuned and compiled by the eager runs)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        model(static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = model(static_x)
+
+    def replay(s: dict) -> torch.Tensor:
+        static_x.copy_(s["x"])
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+def summary(rows: list[dict]) -> str:
+    return "  ".join(f"{r['variant']} {1e3 * r['s_per_call']:.3f} ms" for r in rows)
+
+
+def add_derived(rows: list[dict], peak_tflops: float) -> None:
+    """Faces/s, achieved TFLOP/s, fraction of the compute floor, and speed-ups over the baselines."""
+    official = {r["name"]: r for r in rows if r["variant"] == OFFICIAL}
+    for r in rows:
+        r["faces_per_s"] = r["batch"] / r["s_per_call"]
+        r["tflops"] = r["flops_per_face"] * r["faces_per_s"] / 1e12
+        r["fraction_of_floor"] = r["tflops"] / peak_tflops
+    for r in rows:
+        if r["variant"] in (OURS, OURS_GRAPH):
+            same = {x["variant"]: x for x in rows if x["name"] == r["name"] and x["batch"] == r["batch"]}
+            best_torch = max(same[TORCH]["faces_per_s"], same[COMPILED]["faces_per_s"])
+            r["speedup_vs_official"] = r["faces_per_s"] / official[r["name"]]["faces_per_s"]
+            r["speedup_vs_best_torch"] = r["faces_per_s"] / best_torch
+
+
+def goals(rows: list[dict]) -> dict:
+    """The issue's H100 goals: model >= 1000 faces/s; at batch 16 the fused layers >= 2x the official and
+    >= 1.3x the best PyTorch path (per layer, and for the 15 layers together)."""
+    model_best = max(
+        (r["faces_per_s"] for r in rows if r["scope"] == "model" and "speedup_vs_official" in r), default=0
+    )
+    result: dict = {"model_faces_per_s": model_best, "model_goal_1000_met": model_best >= 1000}
+    at16 = [r for r in rows if r["scope"] == "layer" and r["batch"] == 16]
+    if at16:
+        seconds = {
+            v: sum(r["s_per_call"] / r["batch"] for r in at16 if r["variant"] == v)
+            for v in (TORCH, COMPILED, OURS)
+        }
+        official = sum(r["s_per_call"] for r in rows if r["scope"] == "layer" and r["variant"] == OFFICIAL)
+        ours = [r for r in at16 if r["variant"] == OURS]
+        result["layers_b16_total_speedup_vs_official"] = official / seconds[OURS]
+        result["layers_b16_total_speedup_vs_best_torch"] = (
+            min(seconds[TORCH], seconds[COMPILED]) / seconds[OURS]
+        )
+        result["layers_b16_meeting_2x_official"] = sum(r["speedup_vs_official"] >= 2 for r in ours)
+        result["layers_b16_meeting_1.3x_best_torch"] = sum(r["speedup_vs_best_torch"] >= 1.3 for r in ours)
+        result["layers_b16_count"] = len(ours)
+    return result
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = "batch   ms/call   faces/s  TFLOP/s floor%   vs.off vs.torch"
+    print(f"\n{'scope':5} {'name':32} {'variant':16} {columns}")
+    for r in rows:
+        ratios = [f"{r[k]:.2f}x" if k in r else "" for k in ("speedup_vs_official", "speedup_vs_best_torch")]
+        print(
+            f"{r['scope']:5} {r['name']:32} {r['variant']:16} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
+            f"{r['faces_per_s']:>9.1f} {r['tflops']:>8.1f} {100 * r['fraction_of_floor']:>6.1f} "
+            f"{ratios[0]:>8} {ratios[1]:>8}"
+        )
+
+
+def driver_version() -> str | None:
+    try:
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        return (
+            subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+        )
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
+
+
+def build_models(config: GFPGANConfig) -> tuple[GFPGANv1Clean, nn.Module]:
+    """Ours in bf16 and the official architecture in fp32, sharing random weights (noise strength > 0)."""
+    torch.manual_seed(0)
+    ours = GFPGANv1Clean(config).eval().requires_grad_(False)
+    for module in ours.modules():
+        if isinstance(module, StyleConv):
+            module.weight.data.fill_(0.1)
+    official = official_gfpgan(config).requires_grad_(False)
+    official.load_state_dict(ours.state_dict(), strict=True)
+    return ours.to(DEVICE, torch.bfloat16), official.to(DEVICE).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-out/kernels.json"))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--sample-ms", type=float, default=20.0, help="minimum length of one timed group")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=790.0, help="bf16 peak defining the compute floor"
+    )
+    parser.add_argument("--compile-mode", default="default", help="e.g. max-autotune-no-cudagraphs (slow)")
+    parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="the 64 px test config: a quick setup check")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(
+            "bench_kernels.py needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
+            "The kernels' correctness is tested without one: pytest tests/test_kernels.py"
+        )
+
+    ours, official = build_models(TINY if args.tiny else GFPGANConfig())
+    rows = [] if args.skip_layers else bench_layers(ours, official, args)
+    if not args.skip_model:
+        rows += bench_model(ours, official, args)
+    add_derived(rows, args.peak_tflops)
+    print_table(rows)
+    report = {
+        "benchmark": "fused Triton modulated conv vs official / PyTorch / torch.compile, GFPGANv1Clean",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "gpu": torch.cuda.get_device_name(),
+        "driver": driver_version(),
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "config": "tiny (64 px)" if args.tiny else "official 512",
+        "peak_tflops_for_floor": args.peak_tflops,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "goals": goals(rows),
+        "kernel_resources": kernels.compiled_kernels(),
+        "rows": rows,
+    }
+    print("\ngoals:", json.dumps(report["goals"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
