@@ -205,9 +205,7 @@ def main() -> None:
     for name, r in (("baseline", base), ("ours", ours)):
         stages = " ".join(f"{r['stages'].get(s, 0.0):8.2f}" for s in base["stages"])
         print(f"{name:10} {r['fps']:8.2f} {r['seconds']:8.2f} {r['faces']:6d}  {stages}")
-    print(
-        f"speed-up: {result['speedup']:.2f}x ({result['device']}, {n} frames) -> {args.out}"
-    )
+    print(f"speed-up: {result['speedup']:.2f}x ({result['device']}, {n} frames) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import torch
@@ -31,3 +33,14 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "tiny_gfpgan.pth"
     torch.save({"params_ema": model.state_dict()}, path)
     return str(path)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No weights anywhere, and downloads pointed at a closed local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VIDRESTORE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("VIDRESTORE_WEIGHTS_URL", f"http://127.0.0.1:{port}/weights")

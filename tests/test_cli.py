@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -13,17 +12,6 @@ from skimage import data
 
 from vidrestore.cli import main
 from vidrestore.images import read_image, write_image
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No weights anywhere and downloads pointed at a closed local port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("VIDRESTORE_WEIGHTS_DIR", raising=False)
-    monkeypatch.setenv("VIDRESTORE_WEIGHTS_URL", f"http://127.0.0.1:{port}/weights")
 
 
 def run(tiny_checkpoint: str, *args: str) -> int:

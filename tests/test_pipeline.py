@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from fractions import Fraction
@@ -21,14 +20,8 @@ from vidrestore.errors import VidrestoreError
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No weights anywhere and downloads pointed at a closed local port: every test runs offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("VIDRESTORE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("VIDRESTORE_WEIGHTS_DIR", raising=False)
-    monkeypatch.setenv("VIDRESTORE_WEIGHTS_URL", f"http://127.0.0.1:{port}/weights")
+def _offline(offline):
+    """Every test here runs offline."""
 
 
 def decode(path: Path, fmt: str = "rgb24") -> tuple[list[np.ndarray], list[int], Fraction]:

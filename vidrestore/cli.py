@@ -64,6 +64,12 @@ def _add_engine_options(p: argparse.ArgumentParser, *, upscale: bool = True) -> 
         help="faces restored together in one model call (default: what half the free GPU memory holds, "
         "4 on the CPU); a GPU out-of-memory error halves it and retries",
     )
+    g.add_argument(
+        "--no-triton",
+        action="store_true",
+        help="run GFP-GAN through plain PyTorch instead of the fused Triton kernels used on CUDA "
+        "(same as VIDRESTORE_TRITON=0)",
+    )
     f = p.add_argument_group("faces")
     f.add_argument(
         "--detector",
@@ -202,6 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="frames handed to the engine together; their faces share model batches (default: %(default)s)",
     )
+    tmp = vid.add_argument_group("temporal stability")
+    tmp.add_argument(
+        "--smooth",
+        type=float,
+        default=1.0,
+        metavar="STRENGTH",
+        help="how strongly each tracked face's alignment is smoothed over time; more is steadier on "
+        "still faces, the smoother adapts to motion either way (default: %(default)s)",
+    )
+    tmp.add_argument(
+        "--no-smooth", dest="smooth", action="store_const", const=0.0, help="align every frame on its own"
+    )
+    tmp.add_argument(
+        "--smooth-window",
+        type=int,
+        default=8,
+        metavar="N",
+        help="look-ahead: frame t is smoothed with frames t-N..t+N (default: %(default)s)",
+    )
 
     w = sub.add_parser("weights", help="list, download or verify model weight files", epilog=EPILOG)
     wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
@@ -301,6 +326,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         report=args.report,
         progress=not args.quiet,
         frame_batch=args.frame_batch,
+        smooth=args.smooth,
+        smooth_window=args.smooth_window,
     )
     report = run(args.input, args.output, options)
     for line in report.notices + report.warnings:
@@ -336,6 +363,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "no_triton", False):
+        os.environ["VIDRESTORE_TRITON"] = "0"
     try:
         return {"image": cmd_image, "restore": cmd_restore, "weights": cmd_weights}[args.command](args)
     except VidrestoreError as exc:

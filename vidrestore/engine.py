@@ -210,14 +210,15 @@ class FaceRestorer:
         return out
 
     @torch.inference_mode()
-    def restore(self, frames: torch.Tensor) -> Restored:
+    def restore(self, frames: torch.Tensor, faces: list[Faces] | None = None) -> Restored:
         """Restore (B, 3, H, W) float RGB frames in [0, 1] on the engine's device.
 
-        Returns new frames, ``upscale`` times larger, the faces found in each, and the mask of output
-        pixels the paste changed. Pixels outside it are the input's (resampled only when upscaling).
+        ``faces`` gives the faces to restore in each frame (e.g. tracked and smoothed); without it they
+        are detected here. Returns new frames, ``upscale`` times larger, the faces of each, and the mask of
+        output pixels the paste changed. Pixels outside it are the input's (resampled only when upscaling).
         """
         frames = frames.to(self.device, torch.float32)
-        found = self.detect(frames)
+        found = self.detect(frames) if faces is None else faces
         t0 = time.perf_counter()
         frame_index = np.concatenate([np.full(len(f), i) for i, f in enumerate(found)]).astype(np.int64)
         landmarks = np.concatenate([f.landmarks for f in found])

@@ -14,7 +14,7 @@ import queue
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +28,7 @@ from . import __version__
 from .detection import Faces
 from .engine import FaceRestorer, RestoreOptions
 from .errors import VidrestoreError
+from .tracking import SceneCutDetector, Stabilizer, TrackedFace
 from .video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 _END = object()  # end-of-stream marker on the queues
@@ -50,6 +51,8 @@ class VideoOptions(RestoreOptions):
     report: Path | None = None  # write a JSON run report here
     progress: bool = True
     frame_batch: int = 8  # frames handed to the engine at once; their faces are restored together
+    smooth: float = 1.0  # strength of the temporal smoothing of each track's alignment; 0: none
+    smooth_window: int = 8  # look-ahead: frame t is smoothed with frames t-N..t+N
 
     def validate(self) -> None:
         super().validate()
@@ -63,6 +66,10 @@ class VideoOptions(RestoreOptions):
             raise VidrestoreError(f"--frames must be at least 1, not {self.max_frames}")
         if self.frame_batch < 1:
             raise VidrestoreError(f"--frame-batch must be at least 1, not {self.frame_batch}")
+        if self.smooth < 0:
+            raise VidrestoreError(f"--smooth must be 0 or more, not {self.smooth}")
+        if not 1 <= self.smooth_window <= 120:
+            raise VidrestoreError(f"--smooth-window must be from 1 to 120 frames, not {self.smooth_window}")
 
     def encode_settings(self) -> EncodeSettings:
         return EncodeSettings(
@@ -91,6 +98,7 @@ class RunReport:
     dtype: str = ""
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tracks: list[dict[str, int]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -148,27 +156,26 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _draw_overlay(rgb: np.ndarray, faces: Faces) -> np.ndarray:
-    """Boxes, the 5 landmarks and scores, for checking detection before restoring."""
+def _draw_overlay(rgb: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
+    """Boxes, the 5 landmarks, track IDs and scores, for checking detection before restoring.
+
+    A face the detector missed in this frame (filled in by the tracker) is drawn in yellow.
+    """
     out = rgb.copy()
     top = 65535 if out.dtype == np.uint16 else 255
     thick = max(1, round(max(out.shape[:2]) / 400))
-    for box, lm, score in zip(faces.boxes, faces.landmarks, faces.scores, strict=True):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), (0, top, 0), thick)
-        for (x, y), colour in zip(
-            lm, [(top, 0, 0), (0, 0, top), (top, top, 0), (top, 0, top), (0, top, top)], strict=True
+    for face in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        colour = (0, top, 0) if face.detected else (top, top, 0)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
+        for (x, y), dot in zip(
+            face.landmarks,
+            [(top, 0, 0), (0, 0, top), (top, top, 0), (top, 0, top), (0, top, top)],
+            strict=True,
         ):
-            cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, colour, -1)
-        cv2.putText(
-            out,
-            f"{score:.2f}",
-            (x1, max(0, y1 - 4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thick,
-            (0, top, 0),
-            thick,
-        )
+            cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, dot, -1)
+        label = f"#{face.track_id} {face.score:.2f}"
+        cv2.putText(out, label, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, colour, thick)
     return out
 
 
@@ -307,14 +314,46 @@ def _stream(
     workers = [_Worker("vidrestore-decode", decode, stop), _Worker("vidrestore-encode", encode, stop)]
     for w in workers:
         w.start()
-    try:
-        for batch in _batches(decoded, options.frame_batch, stop):
-            for item in _process(batch, restorer, options, report):
+    stabilizer = Stabilizer(
+        window=options.smooth_window if options.smooth > 0 else 0,
+        strength=options.smooth,
+        smooth=options.smooth > 0,
+    )
+    cuts = SceneCutDetector()
+    pending: deque[tuple[SourceFrame, torch.Tensor]] = deque()  # detected, waiting for their look-ahead
+    ready: list[tuple[SourceFrame, torch.Tensor, list[TrackedFace]]] = []
+
+    def finalise(frames: list[tuple[int, list[TrackedFace]]]) -> None:
+        for index, tracked in frames:
+            frame, pixels = pending.popleft()
+            if frame.index != index:
+                raise RuntimeError(f"tracker returned frame {index}, expected {frame.index}")
+            ready.append((frame, pixels, tracked))
+
+    def emit(final: bool) -> bool:
+        """Restore and queue the finalised frames, once a batch is full (or at the end)."""
+        while ready and (final or len(ready) >= options.frame_batch):
+            chunk, ready[:] = ready[: options.frame_batch], ready[options.frame_batch :]
+            for item in _process(chunk, restorer, options, report):
                 report.frames += 1
                 report.faces += item[3]
                 report.frames_with_faces += item[3] > 0
                 if not _put(restored, item, stop):
-                    break
+                    return False
+        return True
+
+    try:
+        for batch in _batches(decoded, options.frame_batch, stop):
+            pixels, floats = _upload(batch, restorer, report)
+            for frame, p, faces in zip(batch, pixels, restorer.detect(floats), strict=True):
+                pending.append((frame, p))
+                finalise(stabilizer.push(faces, cuts(_eight_bit(frame.rgb))))
+            if not emit(final=False):
+                break
+        if not stop.is_set():
+            finalise(stabilizer.flush())
+            emit(final=True)
+        report.tracks = [asdict(t) for t in stabilizer.tracks()]
         _put(restored, _END, stop)
         for w in workers:
             w.join()
@@ -328,28 +367,58 @@ def _stream(
             raise w.error
 
 
-def _process(
-    batch: list[SourceFrame], restorer: FaceRestorer, options: VideoOptions, report: RunReport
-) -> list[tuple[SourceFrame, np.ndarray | None, np.ndarray | None, int]]:
-    """Run one batch through the engine: one upload and one download for the whole batch."""
+def _upload(
+    batch: list[SourceFrame], restorer: FaceRestorer, report: RunReport
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One upload per frame: the integer pixels (B, 3, H, W) stay on the device until restored."""
     t0 = time.perf_counter()
     stacked = torch.from_numpy(np.stack([f.rgb for f in batch]))
-    top = float(np.iinfo(stacked.numpy().dtype).max)
-    device_frames = stacked.to(restorer.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(top)
+    pixels = stacked.to(restorer.device, non_blocking=True).permute(0, 3, 1, 2)
+    floats = pixels.float().div_(_top(pixels))
     report.stages["upload"] += time.perf_counter() - t0
+    return pixels, floats
+
+
+def _eight_bit(rgb: np.ndarray) -> np.ndarray:
+    """The scene-cut detector's 8-bit view of a frame."""
+    return rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
+
+
+def _top(pixels: torch.Tensor) -> float:
+    return 65535.0 if pixels.dtype == torch.uint16 else 255.0
+
+
+def _as_faces(tracked: list[TrackedFace]) -> Faces:
+    if not tracked:
+        return Faces.empty()
+    return Faces(
+        np.stack([t.box for t in tracked]).astype(np.float32),
+        np.array([t.score for t in tracked], np.float32),
+        np.stack([t.landmarks for t in tracked]).astype(np.float32),
+    )
+
+
+def _process(
+    chunk: list[tuple[SourceFrame, torch.Tensor, list[TrackedFace]]],
+    restorer: FaceRestorer,
+    options: VideoOptions,
+    report: RunReport,
+) -> list[tuple[SourceFrame, np.ndarray | None, np.ndarray | None, int]]:
+    """Restore finalised frames with their tracked faces: one download for the whole chunk."""
     if options.debug_overlay:
-        faces = restorer.detect(device_frames)
-        return [(f, _draw_overlay(f.rgb, fc), None, len(fc)) for f, fc in zip(batch, faces, strict=True)]
-    result = restorer.restore(device_frames)
+        return [(f, _draw_overlay(f.rgb, tracked), None, len(tracked)) for f, _, tracked in chunk]
+    pixels = torch.stack([p for _, p, _ in chunk])
+    top = _top(pixels)
+    result = restorer.restore(pixels.float().div_(top), faces=[_as_faces(t) for _, _, t in chunk])
     t0 = time.perf_counter()
-    has_faces = [i for i, fc in enumerate(result.faces) if len(fc)]
+    has_faces = [i for i, (_, _, tracked) in enumerate(chunk) if tracked]
     rgb: dict[int, np.ndarray] = {}
     masks: dict[int, np.ndarray] = {}
     if has_faces:
         idx = torch.tensor(has_faces, device=restorer.device)
-        out = (result.frames[idx].clamp_(0, 1) * top).round_().to(stacked.dtype).permute(0, 2, 3, 1)
+        out = (result.frames[idx].clamp_(0, 1) * top).round_().to(pixels.dtype).permute(0, 2, 3, 1)
         out_np, mask_np = out.cpu().numpy(), result.changed[idx].cpu().numpy()
         for j, i in enumerate(has_faces):
             rgb[i], masks[i] = out_np[j], mask_np[j]
     report.stages["download"] += time.perf_counter() - t0
-    return [(f, rgb.get(i), masks.get(i), len(result.faces[i])) for i, f in enumerate(batch)]
+    return [(f, rgb.get(i), masks.get(i), len(t)) for i, (f, _, t) in enumerate(chunk)]
