@@ -273,3 +273,28 @@ def test_memory_stays_flat_on_a_long_clip(tmp_path, tiny_checkpoint):
     assert report.frames == 2500
     warm = samples[len(samples) // 5 : len(samples) // 5 + 5]
     assert max(samples[len(samples) // 5 :]) - max(warm) < 40, (warm, max(samples))
+
+
+def test_tracks_are_reported_and_cuts_end_them(tmp_path, tiny_checkpoint):
+    """Two shots joined: one track per shot, none across the cut; --no-smooth still tracks."""
+    a = make_clip(tmp_path / "a.mkv", codec="ffv1", seconds=0.5, audio=False)
+    b = make_clip(tmp_path / "b.mkv", codec="ffv1", seconds=0.5, audio=False, background=(200, 40, 40))
+    joined = tmp_path / "joined.mkv"
+    with av.open(str(joined), "w") as out:
+        s = out.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = a.width, a.height, "yuv420p"
+        for clip in (a, b):
+            with av.open(str(clip.path)) as inp:
+                for f in inp.decode(video=0):
+                    f.pts = None
+                    for pkt in s.encode(f):
+                        out.mux(pkt)
+        for pkt in s.encode(None):
+            out.mux(pkt)
+    for smooth in (1.0, 0.0):
+        report = restore(tiny_checkpoint, joined, tmp_path / f"out{smooth}.mkv", codec="ffv1", smooth=smooth)
+        assert report.frames == a.frames + b.frames
+        spans = [(t["first_frame"], t["last_frame"]) for t in report.tracks]
+        assert len(spans) >= 2, spans
+        assert not any(first < a.frames <= last for first, last in spans), spans
+        assert sum(t["faces"] for t in report.tracks) == report.faces
