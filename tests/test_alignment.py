@@ -60,3 +60,11 @@ def test_several_faces_from_several_frames_in_one_call(astronaut):
     torch.testing.assert_close(crops[0], crops[2])
     single, _ = warp_faces(frames[1:], np.array([0]), m[1:2], 128)
     torch.testing.assert_close(crops[1], single[0])
+
+
+def test_degenerate_landmarks_do_not_crash():
+    same = np.full((1, 5, 2), 100.0)
+    m = estimate_transforms(same, 512)
+    assert np.all(np.isfinite(m))
+    shifted = FFHQ_TEMPLATE_512[None] * 0.5 + 10
+    np.testing.assert_allclose(estimate_transforms(shifted, 512)[0], [[2, 0, -20], [0, 2, -20]], atol=1e-4)

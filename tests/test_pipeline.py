@@ -298,3 +298,9 @@ def test_tracks_are_reported_and_cuts_end_them(tmp_path, tiny_checkpoint):
         assert len(spans) >= 2, spans
         assert not any(first < a.frames <= last for first, last in spans), spans
         assert sum(t["faces"] for t in report.tracks) == report.faces
+
+
+def test_detecting_every_other_frame_still_restores_every_frame(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=1.0, audio=False)
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv", codec="ffv1", detect_every=2)
+    assert report.frames == spec.frames and report.frames_with_faces >= 0.85 * spec.frames

@@ -33,10 +33,17 @@ def estimate_transforms(landmarks: np.ndarray, face_size: int) -> np.ndarray:
     out = np.zeros((len(landmarks), 2, 3), np.float64)
     for i, lm in enumerate(landmarks):
         m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32), template, method=cv2.LMEDS)
-        if m is None:  # degenerate points (all equal): fall back to the least-squares fit
-            m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32), template, method=0)
-        out[i] = m
+        out[i] = _least_squares_similarity(lm, template) if m is None else m
     return out
+
+
+def _least_squares_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The plain least-squares similarity, for point sets LMedS cannot fit (e.g. all points equal)."""
+    x, y = src[:, 0].astype(np.float64), src[:, 1].astype(np.float64)
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    a = np.concatenate([np.stack([x, -y, one, zero], 1), np.stack([y, x, zero, one], 1)])
+    p, q, tx, ty = np.linalg.lstsq(a, np.concatenate([dst[:, 0], dst[:, 1]]), rcond=None)[0]
+    return np.array([[p, -q, tx], [q, p, ty]])
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

@@ -221,11 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-smooth", dest="smooth", action="store_const", const=0.0, help="align every frame on its own"
     )
     tmp.add_argument(
+        "--detect-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="detect faces in every K-th frame only and let the tracker carry them in between: faster "
+        "detection, less accurate on faces that accelerate (default: %(default)s)",
+    )
+    tmp.add_argument(
         "--smooth-window",
         type=int,
         default=8,
         metavar="N",
         help="look-ahead: frame t is smoothed with frames t-N..t+N (default: %(default)s)",
+    )
+
+    ev = sub.add_parser("eval", help="measurements: 'eval temporal' (alignment stability vs ground truth)")
+    ev.add_argument("what", choices=["temporal"], help="temporal: tracking and smoothing against known paths")
+    ev.add_argument(
+        "args", nargs=argparse.REMAINDER, help="options of the evaluation (see 'eval temporal -h')"
     )
 
     w = sub.add_parser("weights", help="list, download or verify model weight files", epilog=EPILOG)
@@ -328,12 +342,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
         frame_batch=args.frame_batch,
         smooth=args.smooth,
         smooth_window=args.smooth_window,
+        detect_every=args.detect_every,
     )
     report = run(args.input, args.output, options)
     for line in report.notices + report.warnings:
         print(f"vidrestore: note: {line}", file=sys.stderr)
     _log(args, report.describe())
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import temporal_eval
+
+    return temporal_eval.main(args.args) or 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -366,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "no_triton", False):
         os.environ["VIDRESTORE_TRITON"] = "0"
     try:
-        return {"image": cmd_image, "restore": cmd_restore, "weights": cmd_weights}[args.command](args)
+        return {"image": cmd_image, "restore": cmd_restore, "eval": cmd_eval, "weights": cmd_weights}[
+            args.command
+        ](args)
     except VidrestoreError as exc:
         print(f"vidrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code

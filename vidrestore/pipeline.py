@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .detection import Faces
 from .engine import FaceRestorer, RestoreOptions
 from .errors import VidrestoreError
-from .tracking import SceneCutDetector, Stabilizer, TrackedFace
+from .tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
 from .video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 _END = object()  # end-of-stream marker on the queues
@@ -53,6 +52,7 @@ class VideoOptions(RestoreOptions):
     frame_batch: int = 8  # frames handed to the engine at once; their faces are restored together
     smooth: float = 1.0  # strength of the temporal smoothing of each track's alignment; 0: none
     smooth_window: int = 8  # look-ahead: frame t is smoothed with frames t-N..t+N
+    detect_every: int = 1  # run the detector on every k-th frame of a shot; the tracker carries the rest
 
     def validate(self) -> None:
         super().validate()
@@ -68,6 +68,8 @@ class VideoOptions(RestoreOptions):
             raise VidrestoreError(f"--frame-batch must be at least 1, not {self.frame_batch}")
         if self.smooth < 0:
             raise VidrestoreError(f"--smooth must be 0 or more, not {self.smooth}")
+        if self.detect_every < 1:
+            raise VidrestoreError(f"--detect-every must be at least 1, not {self.detect_every}")
         if not 1 <= self.smooth_window <= 120:
             raise VidrestoreError(f"--smooth-window must be from 1 to 120 frames, not {self.smooth_window}")
 
@@ -320,6 +322,7 @@ def _stream(
         smooth=options.smooth > 0,
     )
     cuts = SceneCutDetector()
+    schedule = DetectionSchedule(options.detect_every)
     pending: deque[tuple[SourceFrame, torch.Tensor]] = deque()  # detected, waiting for their look-ahead
     ready: list[tuple[SourceFrame, torch.Tensor, list[TrackedFace]]] = []
 
@@ -345,9 +348,12 @@ def _stream(
     try:
         for batch in _batches(decoded, options.frame_batch, stop):
             pixels, floats = _upload(batch, restorer, report)
-            for frame, p, faces in zip(batch, pixels, restorer.detect(floats), strict=True):
+            cut = [cuts(_eight_bit(frame.rgb)) for frame in batch]
+            wanted = [i for i, c in enumerate(cut) if schedule(c)]
+            found = dict(zip(wanted, restorer.detect(floats[wanted]) if wanted else [], strict=True))
+            for i, (frame, p) in enumerate(zip(batch, pixels, strict=True)):
                 pending.append((frame, p))
-                finalise(stabilizer.push(faces, cuts(_eight_bit(frame.rgb))))
+                finalise(stabilizer.push(found.get(i), cut[i]))
             if not emit(final=False):
                 break
         if not stop.is_set():
@@ -388,16 +394,6 @@ def _top(pixels: torch.Tensor) -> float:
     return 65535.0 if pixels.dtype == torch.uint16 else 255.0
 
 
-def _as_faces(tracked: list[TrackedFace]) -> Faces:
-    if not tracked:
-        return Faces.empty()
-    return Faces(
-        np.stack([t.box for t in tracked]).astype(np.float32),
-        np.array([t.score for t in tracked], np.float32),
-        np.stack([t.landmarks for t in tracked]).astype(np.float32),
-    )
-
-
 def _process(
     chunk: list[tuple[SourceFrame, torch.Tensor, list[TrackedFace]]],
     restorer: FaceRestorer,
@@ -409,7 +405,7 @@ def _process(
         return [(f, _draw_overlay(f.rgb, tracked), None, len(tracked)) for f, _, tracked in chunk]
     pixels = torch.stack([p for _, p, _ in chunk])
     top = _top(pixels)
-    result = restorer.restore(pixels.float().div_(top), faces=[_as_faces(t) for _, _, t in chunk])
+    result = restorer.restore(pixels.float().div_(top), faces=[as_faces(t) for _, _, t in chunk])
     t0 = time.perf_counter()
     has_faces = [i for i, (_, _, tracked) in enumerate(chunk) if tracked]
     rgb: dict[int, np.ndarray] = {}
