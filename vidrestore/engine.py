@@ -169,9 +169,11 @@ class FaceRestorer:
 
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor) -> list[Faces]:
-        """Faces in (B, 3, H, W) float RGB frames, through an 8-bit copy on the same device."""
+        """Faces in (B, 3, H, W) frames: float RGB in [0, 1], or uint8 RGB used as they are."""
         t0 = time.perf_counter()
-        u8 = (frames.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        if frames.dtype != torch.uint8:
+            frames = (frames.clamp(0, 1) * 255).round_().to(torch.uint8)
+        u8 = frames.permute(0, 2, 3, 1)
         found = detect_faces(
             self.detector,
             u8,

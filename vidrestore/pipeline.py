@@ -347,10 +347,12 @@ def _stream(
 
     try:
         for batch in _batches(decoded, options.frame_batch, stop):
-            pixels, floats = _upload(batch, restorer, report)
+            pixels = _upload(batch, restorer, report)
             cut = [cuts(_eight_bit(frame.rgb)) for frame in batch]
             wanted = [i for i, c in enumerate(cut) if schedule(c)]
-            found = dict(zip(wanted, restorer.detect(floats[wanted]) if wanted else [], strict=True))
+            found = dict(
+                zip(wanted, restorer.detect(_detector_view(pixels[wanted])) if wanted else [], strict=True)
+            )
             for i, (frame, p) in enumerate(zip(batch, pixels, strict=True)):
                 pending.append((frame, p))
                 finalise(stabilizer.push(found.get(i), cut[i]))
@@ -373,16 +375,18 @@ def _stream(
             raise w.error
 
 
-def _upload(
-    batch: list[SourceFrame], restorer: FaceRestorer, report: RunReport
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _upload(batch: list[SourceFrame], restorer: FaceRestorer, report: RunReport) -> torch.Tensor:
     """One upload per frame: the integer pixels (B, 3, H, W) stay on the device until restored."""
     t0 = time.perf_counter()
     stacked = torch.from_numpy(np.stack([f.rgb for f in batch]))
     pixels = stacked.to(restorer.device, non_blocking=True).permute(0, 3, 1, 2)
-    floats = pixels.float().div_(_top(pixels))
     report.stages["upload"] += time.perf_counter() - t0
-    return pixels, floats
+    return pixels
+
+
+def _detector_view(pixels: torch.Tensor) -> torch.Tensor:
+    """What the detector sees: the 8-bit pixels themselves, or deeper ones scaled to floats."""
+    return pixels if pixels.dtype == torch.uint8 else pixels.float().div_(_top(pixels))
 
 
 def _eight_bit(rgb: np.ndarray) -> np.ndarray:
