@@ -87,7 +87,7 @@ def restore(
 
     Model and engine (as the CLI's flags of the same names):
 
-    - ``model``: the GFP-GAN release, "v1.4", "v1.3" or "v1.2"; its weights are downloaded once.
+    - ``model``: the GFP-GAN release, "v1.4" or "v1.3"; its weights are downloaded once.
     - ``weights``: an explicit GFP-GAN checkpoint file, instead of the release's.
     - ``weights_dir``: an offline directory holding the weight files.
     - ``device``: "auto" (CUDA when torch sees a GPU), "cpu", "cuda" or "cuda:N".
