@@ -304,3 +304,12 @@ def test_detecting_every_other_frame_still_restores_every_frame(tmp_path, tiny_c
     spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=1.0, audio=False)
     report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mkv", codec="ffv1", detect_every=2)
     assert report.frames == spec.frames and report.frames_with_faces >= 0.85 * spec.frames
+
+
+def test_a_reused_engine_reports_only_this_runs_stage_times(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.5)
+    opts = pipeline.VideoOptions(weights=tiny_checkpoint, detector="centerface", progress=False)
+    engine = pipeline.FaceRestorer(opts, progress=False)
+    first = pipeline.run(spec.path, tmp_path / "a.mp4", opts, restorer=engine)
+    second = pipeline.run(spec.path, tmp_path / "b.mp4", opts, restorer=engine)
+    assert abs(first.stages["restore"] + second.stages["restore"] - engine.timings["restore"]) < 1e-9

@@ -252,6 +252,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         if restorer is None:
             restorer = FaceRestorer(options, progress=options.progress, load_model=not options.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
+        engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
         total = source.info.frames
         if options.max_frames is not None:
             total = min(total or options.max_frames, options.max_frames)
@@ -263,7 +264,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
             report.notices = list(sink.notices)
         report.warnings = list(source.warnings)
     for stage, seconds in restorer.timings.items():
-        report.stages[stage] += seconds
+        report.stages[stage] += seconds - engine_before.get(stage, 0.0)
     report.seconds = time.perf_counter() - t_start
     if options.report is not None:
         try:

@@ -20,11 +20,12 @@ class Job:
     dst: Path
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
 def plan_outputs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Job]:
@@ -49,13 +50,17 @@ def plan_outputs(inputs: Sequence[Path], output: Path, *, overwrite: bool = Fals
             jobs.append(Job(src, output))
         else:
             jobs.append(Job(src, output / src.name))
+    # Every input's path and file identity, gathered once: an output may be none of them (a hard link or a
+    # symlink to an input counts), and checking each output against every input would be quadratic.
+    input_paths = {job.src.resolve() for job in jobs}
+    input_ids = {(st.st_dev, st.st_ino) for st in (os.stat(job.src) for job in jobs)}
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.dst.suffix.lower() not in IMAGE_SUFFIXES:
             raise VidrestoreError(
                 f"{job.dst}: unknown image type; use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
             )
-        if _same_file(job.src, job.dst) or any(_same_file(j.src, job.dst) for j in jobs):
+        if job.dst.resolve() in input_paths or _file_id(job.dst) in input_ids:
             raise VidrestoreError(f"{job.dst}: the output would overwrite an input; choose another -o")
         key = job.dst.resolve()
         if key in seen:
