@@ -40,9 +40,9 @@ import triton
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.official import official_gfpgan
 from vidrestore import kernels
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
-from vidrestore.baseline import official_gfpgan
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
 
 OFFICIAL, TORCH, COMPILED, OURS, OURS_GRAPH = (
     "official-fp32-b1",

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
-from vidrestore.baseline import official_gfpgan
+from benchmarks.official import official_gfpgan
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # fp16 convs on the CPU take a slow fallback path in PyTorch; fp16 is only worth timing on a GPU.

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from bench_video import TINY, make_clip, save_weights
 
-from vidrestore.archs.gfpgan import GFPGANConfig
 from vidrestore.engine import FaceRestorer
+from vidrestore.models.gfpgan import GFPGANConfig
 from vidrestore.pipeline import VideoOptions, run, versions
 
 SCRIPT = """

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from skimage import data
 
-from vidrestore.alignment import estimate_transforms
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean
-from vidrestore.baseline import official_gfpgan
-from vidrestore.detection import detect_faces
+from benchmarks.official import official_gfpgan
 from vidrestore.engine import FaceRestorer
+from vidrestore.faces.alignment import estimate_transforms
+from vidrestore.faces.detection import detect_faces
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 from vidrestore.pipeline import VideoOptions, run, versions
 
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)

@@ -281,7 +281,7 @@ def modulated_conv2d(
     channels_last: bool = True,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The reference ``vidrestore.archs.gfpgan.modulated_conv2d`` plus a fused epilogue, in one kernel.
+    """The reference ``vidrestore.models.gfpgan.modulated_conv2d`` plus a fused epilogue, in one kernel.
 
     Computes ``act(modconv(x) * gain + noise_weight * noise + bias)``, then ``x*scale + shift`` on the last
     ``C_sft`` channels (``sft = (scale, shift)``, each (B, C_sft, H, W)), then adds ``skip`` (B, C_out, H, W),

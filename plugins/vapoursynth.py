@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..detection import Faces
-from ..engine import FaceRestorer, RestoreOptions
-from ..errors import VidrestoreError
-from ..tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
+from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.errors import VidrestoreError
+from vidrestore.faces.detection import Faces
+from vidrestore.faces.tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
 
 __all__ = ["restore"]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage import data
 
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
 

@@ -2,8 +2,14 @@ import cv2
 import numpy as np
 import torch
 
-from vidrestore.alignment import BORDER_RGB, FFHQ_TEMPLATE_512, estimate_transforms, invert_affine, warp_faces
-from vidrestore.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.alignment import (
+    BORDER_RGB,
+    FFHQ_TEMPLATE_512,
+    estimate_transforms,
+    invert_affine,
+    warp_faces,
+)
+from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 
 LANDMARKS = np.array([[[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]])
 

@@ -11,7 +11,7 @@ import pytest
 from skimage import data
 
 from vidrestore.cli import main
-from vidrestore.images import read_image, write_image
+from vidrestore.io.images import read_image, write_image
 
 
 def run(tiny_checkpoint: str, *args: str) -> int:

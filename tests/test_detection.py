@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage import data
 
-from vidrestore.detection import CenterFaceDetector
-from vidrestore.detection import detect_faces as _detect_faces
+from vidrestore.faces.detection import CenterFaceDetector
+from vidrestore.faces.detection import detect_faces as _detect_faces
 
 
 def detect_faces(detector, frames, **kw):
@@ -86,8 +86,8 @@ def test_retinaface_loads_the_official_layout_and_runs_batched(tmp_path, astrona
     """Random weights saved as the release is (keys prefixed 'module.') load strictly and run batched."""
     from facexlib.detection.retinaface import RetinaFace
 
-    from vidrestore.detection import create_detector
     from vidrestore.errors import VidrestoreError
+    from vidrestore.faces.detection import create_detector
 
     torch.manual_seed(0)
     ref = RetinaFace("resnet50", device=torch.device("cpu")).eval()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.images import image_to_tensor, read_image, tensor_to_image, write_image
+from vidrestore.io.images import image_to_tensor, read_image, tensor_to_image, write_image
 
 
 @pytest.mark.parametrize(

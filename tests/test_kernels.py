@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vidrestore import kernels
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv, ToRGB, modulated_conv2d
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv, ToRGB, modulated_conv2d
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}

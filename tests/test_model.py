@@ -1,6 +1,6 @@
 """GFPGANv1Clean: checkpoint layout, strict loading and its errors, inference behaviour, parity with upstream.
 
-The parity tests use the official architecture from the installed ``gfpgan`` wheel (vidrestore.baseline); when
+The parity tests use the official architecture from the installed ``gfpgan`` wheel (benchmarks.official); when
 it is missing they fail with the install hint instead of skipping.
 """
 
@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidrestore.archs.gfpgan import GFPGANConfig, GFPGANv1Clean, modulated_conv2d
-from vidrestore.baseline import official_gfpgan
+from benchmarks.official import official_gfpgan
 from vidrestore.errors import VidrestoreError, WeightsError
-from vidrestore.model import MODEL_WEIGHTS, load_gfpgan
+from vidrestore.models.checkpoint import MODEL_WEIGHTS, load_gfpgan
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, modulated_conv2d
 
 # Every code path of the official layout (U-Net, different_w, CS-SFT, channel_multiplier at 64 px), tiny.
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.125, num_mlp=2)
@@ -213,7 +213,7 @@ def test_forward_cuda(dtype: torch.dtype) -> None:
 def test_official_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata
 
-    from vidrestore import baseline
+    from benchmarks import official as baseline
 
     def absent(name: str) -> None:
         raise importlib.metadata.PackageNotFoundError(name)
@@ -269,7 +269,7 @@ def test_modulated_conv_fp16_does_not_overflow() -> None:
 
 
 def test_config_is_read_off_the_checkpoint(tiny_checkpoint, tiny_config):
-    from vidrestore.model import infer_config
+    from vidrestore.models.checkpoint import infer_config
 
     with torch.device("meta"):
         official = GFPGANv1Clean(GFPGANConfig()).state_dict()

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from vidrestore.alignment import estimate_transforms, warp_faces
-from vidrestore.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.alignment import estimate_transforms, warp_faces
+from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 
 LANDMARKS = np.array([[[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]])
 

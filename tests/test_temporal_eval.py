@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from vidrestore import temporal_eval as te
-from vidrestore.detection import CenterFaceDetector
 from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.faces.detection import CenterFaceDetector
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from vidrestore.alignment import FFHQ_TEMPLATE_512, estimate_transforms
-from vidrestore.detection import Faces
-from vidrestore.tracking import (
+from vidrestore.faces.alignment import FFHQ_TEMPLATE_512, estimate_transforms
+from vidrestore.faces.detection import Faces
+from vidrestore.faces.tracking import (
     DetectionSchedule,
     SceneCutDetector,
     Stabilizer,

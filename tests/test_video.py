@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.io.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 AAC_FRAME = 1024
 PAINT = (250, 20, 200)

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import VidrestoreError
+from vidrestore import __version__
+from vidrestore.errors import VidrestoreError
 
 EPILOG = (
     "Weights are downloaded to $VIDRESTORE_HOME/weights (default ~/.cache/vidrestore/weights) and checked "
@@ -23,8 +23,8 @@ EPILOG = (
 
 
 def _add_engine_options(p: argparse.ArgumentParser, *, upscale: bool = True) -> None:
-    from .detection import DETECTORS
-    from .model import MODEL_WEIGHTS
+    from vidrestore.faces.detection import DETECTORS
+    from vidrestore.models.checkpoint import MODEL_WEIGHTS
 
     g = p.add_argument_group("model and device")
     g.add_argument(
@@ -301,13 +301,13 @@ def _log(args: argparse.Namespace, msg: str) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from .engine import RestoreOptions
-    from .stills import plan_outputs, restore_images
+    from vidrestore.engine import RestoreOptions
+    from vidrestore.stills import plan_outputs, restore_images
 
     options = RestoreOptions(**_engine_fields(args))
     options.validate()
     jobs = plan_outputs(args.inputs, args.output, overwrite=args.overwrite)
-    from .engine import FaceRestorer
+    from vidrestore.engine import FaceRestorer
 
     t0 = time.perf_counter()
     restorer = FaceRestorer(options, progress=not args.quiet)
@@ -323,7 +323,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .pipeline import VideoOptions, run
+    from vidrestore.pipeline import VideoOptions, run
 
     options = VideoOptions(
         **_engine_fields(args),
@@ -352,13 +352,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import temporal_eval
+    from vidrestore import temporal_eval
 
     return temporal_eval.main(args.args) or 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from . import weights
+    from vidrestore import weights
 
     if args.weights_command == "download":
         names = args.names or list(weights.REGISTRY)

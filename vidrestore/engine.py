@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import weights
-from .alignment import estimate_transforms, warp_faces
-from .archs.gfpgan import GFPGANConfig
-from .detection import DETECTORS, Faces, create_detector, detect_faces
-from .errors import VidrestoreError
-from .model import MODEL_WEIGHTS, load_gfpgan
-from .paste import crop_alpha, feather_mask, paste_faces
+from vidrestore import weights
+from vidrestore.errors import VidrestoreError
+from vidrestore.faces.alignment import estimate_transforms, warp_faces
+from vidrestore.faces.detection import DETECTORS, Faces, create_detector, detect_faces
+from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.models.checkpoint import MODEL_WEIGHTS, load_gfpgan
+from vidrestore.models.gfpgan import GFPGANConfig
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -154,7 +154,7 @@ class FaceRestorer:
         self.detector = create_detector(options.detector, self.device, weights=detector_weights)
         self.parser = None
         if options.parse and load_model:
-            from .parsing import FaceParser
+            from vidrestore.faces.parsing import FaceParser
 
             parse_weights = weights.resolve("parsenet", weights_dir=options.weights_dir, progress=progress)
             self.parser = FaceParser(parse_weights, self.device)

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import torch
 
-from . import __version__
-from .engine import FaceRestorer, RestoreOptions
-from .errors import VidrestoreError
-from .tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
-from .video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore import __version__
+from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.errors import VidrestoreError
+from vidrestore.faces.tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
+from vidrestore.io.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 _END = object()  # end-of-stream marker on the queues
 

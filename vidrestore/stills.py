@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import FaceRestorer
-from .errors import VidrestoreError
-from .images import IMAGE_SUFFIXES, image_to_tensor, read_image, tensor_to_image, write_image
+from vidrestore.engine import FaceRestorer
+from vidrestore.errors import VidrestoreError
+from vidrestore.io.images import IMAGE_SUFFIXES, image_to_tensor, read_image, tensor_to_image, write_image
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 from scipy.signal import savgol_filter
 
-from .alignment import FFHQ_TEMPLATE_512, estimate_transforms, invert_affine, warp_faces
-from .detection import CenterFaceDetector, Faces, detect_faces
-from .engine import FaceRestorer, RestoreOptions
-from .paste import crop_alpha, feather_mask, paste_faces
-from .tracking import (
+from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.faces.alignment import FFHQ_TEMPLATE_512, estimate_transforms, invert_affine, warp_faces
+from vidrestore.faces.detection import CenterFaceDetector, Faces, detect_faces
+from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.tracking import (
     DetectionSchedule,
     SceneCutDetector,
     Stabilizer,
@@ -489,7 +489,7 @@ def tiny_checkpoint(directory: Path, noise_strength: float = 0.1) -> Path:
     Its StyleGAN noise strengths are set to ``noise_strength``: a fresh model's are 0, which would hide the
     flicker that noise drawn per call causes with a trained model, whose strengths are not 0.
     """
-    from .archs.gfpgan import GFPGANConfig, GFPGANv1Clean
+    from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
     torch.manual_seed(0)
     config = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)

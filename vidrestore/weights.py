@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import WeightsError
+from vidrestore.errors import WeightsError
 
 ENV_HOME = "VIDRESTORE_HOME"
 ENV_WEIGHTS_DIR = "VIDRESTORE_WEIGHTS_DIR"

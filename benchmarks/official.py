@@ -17,8 +17,8 @@ from functools import cache
 
 from torch import nn
 
-from vidrestore.archs.gfpgan import GFPGANConfig
 from vidrestore.errors import VidrestoreError
+from vidrestore.models.gfpgan import GFPGANConfig
 
 __all__ = ["official_gfpgan"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .archs.gfpgan import GFPGANConfig, GFPGANv1Clean
-from .errors import WeightsError
+from vidrestore.errors import WeightsError
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 __all__ = ["MODEL_WEIGHTS", "infer_config", "load_gfpgan"]
 

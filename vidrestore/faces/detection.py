@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import VidrestoreError
+from vidrestore.errors import VidrestoreError
 
 DETECTORS = ("retinaface", "centerface")
 

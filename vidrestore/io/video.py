@@ -56,7 +56,7 @@ from av.subtitles.subtitle import SubtitleSet
 from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
-from .errors import VidrestoreError
+from vidrestore.errors import VidrestoreError
 
 _DEFAULT_CODECS = {
     ".mp4": "libx264",

@@ -6,7 +6,7 @@ renders a slightly different face every frame (GFPGAN #465, #533, #302). :class:
 face a track with a stable ID and smooths the track's alignment over a look-ahead window, so the crop
 stays put.
 
-What is smoothed is the similarity transform that :func:`~vidrestore.alignment.estimate_transforms` fits,
+What is smoothed is the similarity transform that ``estimate_transforms`` fits,
 represented by the five FFHQ template points carried into the frame by its inverse ("rigid points"):
 they are linear in the transform's four parameters, so any weighted average of them is again a similarity
 image of the template, and ``estimate_transforms`` on the output landmarks returns the smoothed transform
@@ -40,8 +40,8 @@ from filterpy.kalman import KalmanFilter
 from scipy.linalg import block_diag
 from scipy.optimize import linear_sum_assignment
 
-from .alignment import FFHQ_TEMPLATE_512, estimate_transforms, invert_affine
-from .detection import Faces
+from vidrestore.faces.alignment import FFHQ_TEMPLATE_512, estimate_transforms, invert_affine
+from vidrestore.faces.detection import Faces
 
 MAX_SIGMA = 8.0  # frames: the widest Gaussian the plug-in rule picks
 MIN_SIGMA = 1.0  # frames: the narrowest, however fast the face accelerates

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .alignment import invert_affine, sampling_grid
+from vidrestore.faces.alignment import invert_affine, sampling_grid
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:

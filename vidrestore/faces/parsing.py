@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import VidrestoreError
-from .paste import gaussian_blur
+from vidrestore.errors import VidrestoreError
+from vidrestore.faces.paste import gaussian_blur
 
 PARSE_SIZE = 512
 _DROPPED_CLASSES = (0, 14, 16, 17, 18)

@@ -1,1 +1,0 @@
-"""Model definitions whose parameter names match the published checkpoints."""

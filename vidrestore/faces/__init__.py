@@ -1,0 +1,1 @@
+"""Faces in frames: detection, tracking and smoothing, alignment to the model's template, and paste-back."""

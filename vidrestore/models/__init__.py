@@ -1,0 +1,1 @@
+"""Restoration networks: architectures with checkpoint-compatible names, and their loaders."""
