@@ -1,3 +1,7 @@
+import errno
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -61,7 +65,93 @@ def test_non_images_are_rejected(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
-def test_write_leaves_no_partial_file_on_failure(tmp_path):
-    with pytest.raises(VidrestoreError):
-        write_image(tmp_path / "missing-dir" / "x.png", np.zeros((4, 4, 3), np.uint8))
-    assert list(tmp_path.iterdir()) == []
+def test_write_into_missing_directory_is_one_clear_error(tmp_path):
+    dst = tmp_path / "missing-dir" / "x.png"
+    with pytest.raises(VidrestoreError) as info:
+        write_image(dst, np.zeros((4, 4, 3), np.uint8))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{dst}: cannot write to {dst.parent} (")
+
+
+def _temp_files(directory):
+    """The temporary files atomic_write_bytes makes beside its target: ".<name>.<random>.part"."""
+    return [p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".part")]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_failed_rename_removes_the_temporary_file(tmp_path, monkeypatch, existing):
+    """The encoded image is wholly written to the temporary file, then the rename onto the target fails."""
+    dst = tmp_path / "x.png"
+    if existing:
+        dst.write_bytes(b"the previous output")
+    temps = []
+    real_replace = os.replace
+
+    def failing_replace(src, target):
+        if os.fspath(target) != os.fspath(dst):
+            return real_replace(src, target)
+        temps.append(Path(src))
+        # The data is in the temporary file; only the rename is left.
+        assert _temp_files(tmp_path) == [Path(src)] and Path(src).stat().st_size > 0
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(VidrestoreError) as info:
+        write_image(dst, np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.undo()
+
+    assert len(temps) == 1 and not temps[0].exists()
+    if existing:
+        assert list(tmp_path.iterdir()) == [dst]
+        assert dst.read_bytes() == b"the previous output"  # the old file is untouched, never half-replaced
+    else:
+        assert list(tmp_path.iterdir()) == []
+    assert str(info.value) == f"{dst}: cannot write (Permission denied)"  # one line, no traceback text
+
+
+class _FailingFile:
+    """Stands in for the temporary file: takes the first bytes of a write, then raises ``error``."""
+
+    def __init__(self, f, error):
+        self.f, self.error = f, error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(bytes(data)[:10])
+        self.f.flush()
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
+    ids=["disk-full", "interrupted"],
+)
+def test_failed_write_removes_the_partial_temporary_file(tmp_path, monkeypatch, error):
+    dst = tmp_path / "x.png"
+    written = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        if mode != "wb":
+            return f
+        written.extend(_temp_files(tmp_path))  # mkstemp has made it; the data has yet to come
+        return _FailingFile(f, error)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(VidrestoreError if isinstance(error, OSError) else KeyboardInterrupt) as info:
+        write_image(dst, np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.undo()
+
+    assert len(written) == 1 and not written[0].exists()  # it existed, and was written to, before the failure
+    assert list(tmp_path.iterdir()) == []  # neither the partial temporary file nor a final file is left
+    if isinstance(error, OSError):
+        assert str(info.value) == f"{dst}: cannot write (No space left on device)"
+    else:
+        assert info.value is error  # not an OSError: passed on unchanged, after the clean-up
