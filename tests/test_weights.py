@@ -3,16 +3,19 @@
 import hashlib
 import os
 import random
+import re
 import socket
 import threading
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from vidrestore import weights
 from vidrestore.errors import WeightsError
+from vidrestore.models.checkpoint import MODEL_WEIGHTS
 
 DATA = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -115,21 +118,81 @@ def _error(**kwargs: object) -> str:
     return msg
 
 
-def test_registry_matches_field_notes() -> None:
-    official = {k: v for k, v in weights.REGISTRY.items() if k != NAME}
-    assert set(official) == {
-        "gfpgan-v1.3",
-        "gfpgan-v1.4",
-        "retinaface-r50",
-        "retinaface-mobilenet",
-        "parsenet",
-    }
-    assert official["gfpgan-v1.4"].url == (
-        "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"
-    )
-    for spec in official.values():
-        assert spec.url.startswith("https://github.com/") and spec.url.endswith("/" + spec.filename)
-        assert spec.size and len(spec.sha256 or "") == 64
+# The real entries, read at import time: the autouse fixture adds the test entry only later.
+OFFICIAL = [name for name in weights.REGISTRY if name != NAME]
+
+
+def test_registry_entries_are_coherent() -> None:
+    """The official entries (sizes and hashes from FIELD-NOTES.md) hang together as resolve() needs them to.
+
+    The real values cannot be checked without the 350 MB files; what can fail here is an entry whose file
+    name is not what its URL downloads, a size or hash in the wrong form, two entries sharing a cache file
+    or a hash (a copy-paste slip), or a model name the loader asks for that the registry does not have.
+    """
+    assert OFFICIAL
+    filenames, hashes = set(), set()
+    for name in OFFICIAL:
+        spec = weights.REGISTRY[name]
+        assert spec.name == name
+        url = urlsplit(spec.url)
+        parts = url.path.split("/")
+        assert (url.scheme, url.netloc, url.query, url.fragment) == ("https", "github.com", "", ""), spec.url
+        assert len(parts) == 7 and parts[3:5] == ["releases", "download"] and all(parts[1:]), spec.url
+        assert parts[-1] == spec.filename and "/" not in spec.filename, (name, spec.url, spec.filename)
+        assert spec.size is None or (type(spec.size) is int and spec.size > 0), (name, spec.size)
+        assert spec.sha256 is None or re.fullmatch("[0-9a-f]{64}", spec.sha256), (name, spec.sha256)
+        assert spec.filename not in filenames, f"two entries share the cache file {spec.filename}"
+        assert spec.sha256 is None or spec.sha256 not in hashes, f"{name} repeats another entry's sha256"
+        filenames.add(spec.filename)
+        hashes.add(spec.sha256)
+    assert set(MODEL_WEIGHTS.values()) <= set(OFFICIAL)
+
+
+@pytest.mark.parametrize("name", OFFICIAL)
+def test_verify_accepts_the_file_and_rejects_a_changed_byte(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each official entry, with its size and hash swapped for a small test file's, verifies that file and
+    rejects a copy with one byte flipped or one byte missing, with the one-line error that says where the
+    real file comes from and where to put it."""
+    real = weights.REGISTRY[name]
+    data = random.Random(name).randbytes(4096)
+    sha = hashlib.sha256(data).hexdigest()
+    monkeypatch.setitem(weights.REGISTRY, name, replace(real, size=len(data), sha256=sha))
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    path = offline / real.filename
+
+    def status() -> tuple[Path | None, str]:
+        return next(row[1:] for row in weights.verify_all(offline) if row[0].name == name)
+
+    def error() -> str:
+        with pytest.raises(WeightsError) as info:
+            weights.resolve(name, weights_dir=offline, download=False)
+        msg = str(info.value)
+        assert "\n" not in msg
+        assert msg.startswith(f"{real.filename}: {path} ")
+        assert f"Get it from {real.url} (sha256 {sha})" in msg
+        assert f"save it as {weights.weights_cache() / real.filename}, or pass --weights PATH" in msg
+        return msg
+
+    path.write_bytes(data)
+    assert status() == (path, weights.OK)
+    assert weights.resolve(name, weights_dir=offline, download=False) == path
+
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(flipped)
+    os.utime(path, ns=(mtime, mtime))  # same size and mtime: only re-hashing, as verify_all does, can tell
+    assert status() == (path, weights.HASH_MISMATCH)
+    os.utime(path, ns=(1, 1))  # resolve() may trust its in-process record of a file it has not seen change
+    assert "has the wrong sha256 (corrupt or a different file); replace or delete it." in error()
+    assert path.read_bytes() == flipped  # an offline file is reported, never touched
+
+    path.write_bytes(data[:-1])
+    assert status() == (path, weights.SIZE_MISMATCH)
+    assert f"is {len(data) - 1} bytes, expected {len(data)} (truncated or another file)" in error()
 
 
 def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
