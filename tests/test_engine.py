@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from vidrestore import weights
-from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
+from vidrestore.options import EngineOptions, ImageOptions
 
 
 def _frames(*imgs: np.ndarray) -> torch.Tensor:
@@ -18,7 +21,7 @@ def _frames(*imgs: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def restorer(tiny_checkpoint) -> FaceRestorer:
     return FaceRestorer(
-        RestoreOptions(weights=tiny_checkpoint, detector="centerface", batch_size=2), progress=False
+        EngineOptions(weights=tiny_checkpoint, detector="centerface", face_batch=2), progress=False
     )
 
 
@@ -58,7 +61,7 @@ def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
         lambda name, **kw: tmp_path / "parsenet.pth" if name == "parsenet" else real_resolve(name, **kw),
     )
     r = FaceRestorer(
-        RestoreOptions(weights=tiny_checkpoint, detector="centerface", parse=True), progress=False
+        EngineOptions(weights=tiny_checkpoint, detector="centerface", parse=True), progress=False
     )
     crops = torch.rand(2, 3, 64, 64)
     mask = r.parser.mask(crops)
@@ -70,25 +73,31 @@ def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "field,value,needle",
     [
-        ("fidelity", -0.1, "fidelity"),
-        ("upscale", 0, "upscale"),
-        ("batch_size", 0, "batch-size"),
-        ("model", "v9", "v9"),
+        ("fidelity", -0.1, "fidelity must be from 0 to 1, not -0.1"),
+        ("fidelity", "0.5", "fidelity must be a number, not '0.5'"),
+        ("face_batch", 0, "face_batch must be at least 1, not 0"),
+        ("model", "v9", "model must be one of gfpgan-v1.4, gfpgan-v1.3, not 'v9'"),
         ("detector", "haar", "haar"),
         ("dtype", "int8", "int8"),
         ("device", "tpu", "tpu"),
     ],
 )
 def test_bad_options_are_user_errors(tiny_checkpoint, field, value, needle):
-    opts = RestoreOptions(weights=tiny_checkpoint, detector="centerface")
-    setattr(opts, field, value)
-    with pytest.raises(VidrestoreError, match=needle):
-        FaceRestorer(opts, progress=False)
+    with pytest.raises(VidrestoreError, match=re.escape(needle)):
+        FaceRestorer(
+            EngineOptions(**{"weights": tiny_checkpoint, "detector": "centerface", field: value}),
+            progress=False,
+        )
+
+
+def test_upscale_belongs_to_still_images():
+    with pytest.raises(VidrestoreError, match="upscale must be from 1 to 8, not 0"):
+        ImageOptions(upscale=0)
 
 
 def test_out_of_memory_halves_the_batch_and_retries(tiny_checkpoint, astronaut):
     r = FaceRestorer(
-        RestoreOptions(weights=tiny_checkpoint, detector="centerface", batch_size=8), progress=False
+        EngineOptions(weights=tiny_checkpoint, detector="centerface", face_batch=8), progress=False
     )
     model, calls = r.model, []
 

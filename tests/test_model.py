@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from benchmarks.official import official_gfpgan
 from vidrestore.errors import VidrestoreError, WeightsError
-from vidrestore.models.checkpoint import MODEL_WEIGHTS, load_gfpgan
+from vidrestore.models.checkpoint import load_gfpgan
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, modulated_conv2d
 
 # Every code path of the official layout (U-Net, different_w, CS-SFT, channel_multiplier at 64 px), tiny.
@@ -148,10 +148,6 @@ def test_unreadable_files_fail_cleanly(tmp_path: Path) -> None:
         load_gfpgan(tmp_path / "absent.pth", config=TINY)
     with pytest.raises(WeightsError, match="not a state dict"):
         load_gfpgan(_save(tmp_path, "tensor.pth", torch.zeros(3)), config=TINY)
-
-
-def test_model_names_map_to_weight_names() -> None:
-    assert MODEL_WEIGHTS == {"v1.3": "gfpgan-v1.3", "v1.4": "gfpgan-v1.4"}
 
 
 def test_config_and_input_are_checked() -> None:

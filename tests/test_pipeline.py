@@ -17,6 +17,7 @@ import vidrestore
 from vidrestore import pipeline
 from vidrestore.cli import main
 from vidrestore.errors import VidrestoreError
+from vidrestore.stream import FaceStream
 
 
 @pytest.fixture(autouse=True)
@@ -231,15 +232,15 @@ def test_truncated_input_restores_what_decodes_and_says_so(tmp_path, tiny_checkp
 def test_interrupt_leaves_no_output(tmp_path, tiny_checkpoint, monkeypatch):
     spec = make_clip(tmp_path / "in.mp4", seconds=1.0)
     calls = []
-    real = pipeline._process
+    real = FaceStream._restore
 
-    def interrupted(batch, *a):
+    def interrupted(self, chunk):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(batch, *a)
+        return real(self, chunk)
 
-    monkeypatch.setattr(pipeline, "_process", interrupted)
+    monkeypatch.setattr(FaceStream, "_restore", interrupted)
     with pytest.raises(KeyboardInterrupt):
         restore(tiny_checkpoint, spec.path, tmp_path / "out.mp4")
     assert not list(tmp_path.glob("*out*"))  # neither the output nor its temporary file

@@ -2,7 +2,7 @@
 
 Errors are in 512-crop pixels. The detector's error has a part that does not change over time at a given
 pose and degradation (its bias, shared by every method, which no temporal filter can see); the criteria on
-jitter are on the part that does change, see ``temporal_eval.alignment_metrics``.
+jitter are on the part that does change, see ``vidrestore.evaluation.temporal.alignment_metrics``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import json
 import numpy as np
 import pytest
 
-from vidrestore import temporal_eval as te
-from vidrestore.engine import FaceRestorer, RestoreOptions
+from vidrestore.evaluation import temporal as te
+from vidrestore.evaluation.clips import CLIPS, VIDEO_DEGRADATION, make_clip
 from vidrestore.faces.detection import CenterFaceDetector
+from vidrestore.options import EngineOptions
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def detector() -> CenterFaceDetector:
 
 
 def clip_run(detector: CenterFaceDetector, name: str, frames: int, **kwargs) -> te.Run:
-    run = te.detect_clip(detector, te.make_clip(name, frames, **kwargs))
+    run = te.detect_clip(detector, make_clip(name, frames, **kwargs))
     te.stabilize(run)
     return run
 
@@ -35,7 +36,7 @@ def still(detector):
 
 @pytest.fixture(scope="module")
 def static(detector):
-    return clip_run(detector, "still", 64, degradation=te.VIDEO_DEGRADATION)
+    return clip_run(detector, "still", 64, degradation=VIDEO_DEGRADATION)
 
 
 def test_smoothing_cuts_the_jitter_of_a_still_face_to_a_third(still, static):
@@ -79,26 +80,32 @@ def test_no_track_spans_a_cut(detector):
 
 
 def test_restored_face_flickers_less_than_the_official_way(detector, tmp_path):
-    static = clip_run(detector, "still", 24, degradation=te.VIDEO_DEGRADATION)
-    restorer = FaceRestorer(
-        RestoreOptions(weights=te.tiny_checkpoint(tmp_path), detector="centerface", device="cpu"),
-        progress=False,
-    )
-    noise = te.temporal_noise(restorer, static)
+    static = clip_run(detector, "still", 24, degradation=VIDEO_DEGRADATION)
+    options = EngineOptions(weights=te.tiny_checkpoint(tmp_path), detector="centerface", device="cpu")
+    noise = te.temporal_noise(options, static)
     assert noise["ours"] < noise["official"] / 3
     assert noise["ours"] < noise["per_frame_alignment_stored_noise"]
     assert noise["ours"] < noise["smoothed_alignment_random_noise"]
-    assert not restorer.options.randomize_noise
+    assert not options.randomize_noise
 
 
 def test_the_eval_command_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "temporal.json"
     assert te.main(["--frames", "16", "--seeds", "1", "--detect-every", "1", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["clips"]) == {*te.CLIPS, "static"}
+    assert set(result["clips"]) == {*CLIPS, "static"}
     assert set(result["detect_every"]) == {"1", "2"}
-    assert set(result["candidates"]) == set(te.CANDIDATES)
     assert result["acceptance"]["passed"]["no_track_spans_a_cut"]
     assert np.isfinite(result["temporal_noise"]["ours"])
     printed = capsys.readouterr().out
-    assert "Alignment error" in printed and "Smoothing candidates" in printed
+    assert "Alignment error" in printed and "Temporal noise" in printed
+
+
+def test_the_smoother_bakeoff_still_runs(capsys):
+    """The bake-off behind the product's smoother (benchmarks/smoothers.py) stays reproducible."""
+    from benchmarks import smoothers
+
+    result = smoothers.run_bakeoff(frames=16, seeds=1)
+    assert set(result) == set(smoothers.CANDIDATES)
+    assert set(result["ours, strength 1 (default)"]) == set(smoothers.CLIPS)
+    assert "Smoothing candidates" in smoothers.format_table(result)

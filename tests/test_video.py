@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.io.video import SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.options import EncodeOptions
 
 AAC_FRAME = 1024
 PAINT = (250, 20, 200)
@@ -97,7 +98,7 @@ def _plane(plane: av.video.plane.VideoPlane, frame: av.VideoFrame) -> np.ndarray
 def transcode(
     src: Path,
     dst: Path,
-    settings: EncodeSettings | None = None,
+    settings: EncodeOptions | None = None,
     restorer: Restorer | None = None,
     **source_kw: object,
 ) -> tuple[VideoSource, VideoSink, list[SourceFrame]]:
@@ -105,7 +106,7 @@ def transcode(
     seen = []
     with (
         VideoSource(src, **source_kw) as source,
-        VideoSink(dst, source, settings or EncodeSettings()) as sink,
+        VideoSink(dst, source, settings or EncodeOptions()) as sink,
     ):
         for frame in source.frames():
             result = restorer(frame) if restorer else None
@@ -205,7 +206,7 @@ def test_frames_can_be_read_in_a_thread(mp4: clips.ClipSpec, tmp_path: Path) -> 
     """The pipeline decodes in a thread and encodes in another, with a short queue between them."""
     dst = tmp_path / "threaded.mp4"
     frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=2)
-    with VideoSource(mp4.path) as src, VideoSink(dst, src, EncodeSettings()) as sink:
+    with VideoSource(mp4.path) as src, VideoSink(dst, src, EncodeOptions()) as sink:
 
         def read() -> None:
             for frame in src.frames():
@@ -262,7 +263,7 @@ def test_pure_colour_survives_the_round_trip(
         assert np.abs(value - colour).max() <= 2, value
         return frame.rgb.copy(), np.ones(frame.rgb.shape[:2], bool)
 
-    transcode(spec.path, tmp_path / "out.mkv", EncodeSettings(codec="ffv1"), repaint)
+    transcode(spec.path, tmp_path / "out.mkv", EncodeOptions(codec="ffv1"), repaint)
     with VideoSource(tmp_path / "out.mkv") as out:
         for frame in out.frames():
             assert np.abs(frame.rgb.reshape(-1, 3) / (257 if deep else 1) - colour).max() <= 2
@@ -287,7 +288,7 @@ def test_rgb_source_into_yuv_output_is_tagged_with_the_matrix_used(tmp_path: Pat
 
 def test_passthrough_of_a_lossless_file_is_bit_exact(ffv1: clips.ClipSpec, tmp_path: Path) -> None:
     dst = tmp_path / "same.mkv"
-    _, sink, _ = transcode(ffv1.path, dst, EncodeSettings(codec="ffv1"))
+    _, sink, _ = transcode(ffv1.path, dst, EncodeOptions(codec="ffv1"))
     assert sink.notices == [] and sink.pix_fmt == "yuv420p"
     a, b = probe(ffv1.path, planes=True), probe(dst, planes=True)
     assert b.pts == a.pts and b.time_base == a.time_base
@@ -301,7 +302,7 @@ def test_passthrough_of_a_lossless_file_is_bit_exact(ffv1: clips.ClipSpec, tmp_p
 
 def test_masked_composition_leaves_every_other_sample_untouched(ffv1: clips.ClipSpec, tmp_path: Path) -> None:
     dst = tmp_path / "painted.mkv"
-    transcode(ffv1.path, dst, EncodeSettings(codec="ffv1"), paint_square)
+    transcode(ffv1.path, dst, EncodeOptions(codec="ffv1"), paint_square)
     a, b = probe(ffv1.path, planes=True), probe(dst, planes=True)
     mask = paint_square(SourceFrame(0, 0, 0.0, np.zeros((120, 160, 3), np.uint8), None, []))[1]  # type: ignore[arg-type]
     for fa, fb in zip(a.planes, b.planes, strict=True):
@@ -378,14 +379,14 @@ def test_other_encoders_keep_ten_bits(
     ten_bit: clips.ClipSpec, tmp_path: Path, codec: str, suffix: str, pix_fmt: str
 ) -> None:
     dst = tmp_path / f"out{suffix}"
-    _, sink, _ = transcode(ten_bit.path, dst, EncodeSettings(codec=codec), max_frames=3)
+    _, sink, _ = transcode(ten_bit.path, dst, EncodeOptions(codec=codec), max_frames=3)
     assert sink.pix_fmt == pix_fmt
     b = probe(dst)
     assert b.pix_fmt == pix_fmt and len(b.pts) == 3
 
 
 def test_eight_bit_into_prores_says_it_becomes_ten_bit(mp4: clips.ClipSpec, tmp_path: Path) -> None:
-    _, sink, _ = transcode(mp4.path, tmp_path / "p.mov", EncodeSettings(codec="prores_ks"), max_frames=2)
+    _, sink, _ = transcode(mp4.path, tmp_path / "p.mov", EncodeOptions(codec="prores_ks"), max_frames=2)
     assert sink.pix_fmt == "yuv422p10le"
     assert any("8-bit" in n and "yuv422p10le" in n for n in sink.notices)
 
@@ -404,7 +405,7 @@ def test_rotation_is_kept(rotated: clips.ClipSpec, tmp_path: Path) -> None:
 
 
 def test_crf_preset_and_options_reach_the_encoder(mp4: clips.ClipSpec, tmp_path: Path) -> None:
-    settings = EncodeSettings(crf=30, preset="ultrafast", options={"g": "5", "bf": "0"})
+    settings = EncodeOptions(crf=30, preset="ultrafast", encoder_opts={"g": "5", "bf": "0"})
     _, sink, _ = transcode(mp4.path, tmp_path / "o.mp4", settings)
     with av.open(str(tmp_path / "o.mp4")) as c:
         keys = [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size]
@@ -590,11 +591,11 @@ def test_odd_frame_size(clipdir: Path, tmp_path: Path) -> None:
     assert b.pix_fmt == "yuv444p" and len(b.pts) == odd.frames
     # Naming 4:2:0 explicitly is refused up front.
     with pytest.raises(VidrestoreError) as exc, VideoSource(odd.path) as src:
-        VideoSink(tmp_path / "p.mp4", src, EncodeSettings(pix_fmt="yuv420p"))
+        VideoSink(tmp_path / "p.mp4", src, EncodeOptions(pix_fmt="yuv420p"))
     assert "odd frame size 81x61" in one_line(exc)
     # A codec that takes odd 4:2:0 keeps the layout, and the composition works at the odd edge.
     dst = tmp_path / "o.mkv"
-    transcode(odd.path, dst, EncodeSettings(codec="ffv1"), paint_square)
+    transcode(odd.path, dst, EncodeOptions(codec="ffv1"), paint_square)
     a, b = probe(odd.path, planes=True), probe(dst, planes=True)
     mask = paint_square(SourceFrame(0, 0, 0.0, np.zeros((61, 81, 3), np.uint8), None, []))[1]  # type: ignore[arg-type]
     for pa, pb in zip(a.planes[0], b.planes[0], strict=True):
@@ -606,24 +607,24 @@ def test_odd_frame_size(clipdir: Path, tmp_path: Path) -> None:
     ("settings", "suffix", "words"),
     [
         (
-            EncodeSettings(pix_fmt="rgb48le"),
+            EncodeOptions(pix_fmt="rgb48le"),
             ".mp4",
             "libx264 cannot encode pixel format rgb48le; it supports: yuv420p",
         ),
-        (EncodeSettings(pix_fmt="nonsense"), ".mp4", "unknown pixel format 'nonsense'"),
-        (EncodeSettings(codec="prores_ks"), ".mp4", "the mp4 container cannot hold prores_ks video"),
-        (EncodeSettings(codec="ffv1"), ".webm", "the webm container cannot hold ffv1 video"),
-        (EncodeSettings(codec="nonsense"), ".mp4", "unknown video encoder 'nonsense'"),
-        (EncodeSettings(codec="aac"), ".mp4", "'aac' is a audio encoder"),
-        (EncodeSettings(codec="ffv1", crf=10), ".mkv", "ffv1 has no crf setting"),
-        (EncodeSettings(options={"nonsense": "1"}), ".mp4", "libx264 has no option 'nonsense'"),
-        (EncodeSettings(preset="warp-speed"), ".mp4", "libx264 could not start"),
-        (EncodeSettings(), ".xyz", "cannot tell the container from the extension '.xyz'"),
-        (EncodeSettings(), ".png", "'.png' is not a video container"),
+        (EncodeOptions(pix_fmt="nonsense"), ".mp4", "unknown pixel format 'nonsense'"),
+        (EncodeOptions(codec="prores_ks"), ".mp4", "the mp4 container cannot hold prores_ks video"),
+        (EncodeOptions(codec="ffv1"), ".webm", "the webm container cannot hold ffv1 video"),
+        (EncodeOptions(codec="nonsense"), ".mp4", "unknown video encoder 'nonsense'"),
+        (EncodeOptions(codec="aac"), ".mp4", "'aac' is a audio encoder"),
+        (EncodeOptions(codec="ffv1", crf=10), ".mkv", "ffv1 has no crf setting"),
+        (EncodeOptions(encoder_opts={"nonsense": "1"}), ".mp4", "libx264 has no option 'nonsense'"),
+        (EncodeOptions(preset="warp-speed"), ".mp4", "libx264 could not start"),
+        (EncodeOptions(), ".xyz", "cannot tell the container from the extension '.xyz'"),
+        (EncodeOptions(), ".png", "'.png' is not a video container"),
     ],
 )
 def test_bad_encode_settings(
-    mp4: clips.ClipSpec, tmp_path: Path, settings: EncodeSettings, suffix: str, words: str
+    mp4: clips.ClipSpec, tmp_path: Path, settings: EncodeOptions, suffix: str, words: str
 ) -> None:
     with VideoSource(mp4.path) as src, pytest.raises(VidrestoreError) as exc:
         VideoSink(tmp_path / f"out{suffix}", src, settings)
@@ -651,11 +652,11 @@ def test_existing_output_needs_overwrite_and_is_replaced_only_at_commit(
     dst = tmp_path / "out.mkv"
     dst.write_bytes(b"old")
     with VideoSource(mp4.path) as src, pytest.raises(VidrestoreError) as exc:
-        VideoSink(dst, src, EncodeSettings())
+        VideoSink(dst, src, EncodeOptions())
     assert "exists; pass --overwrite" in one_line(exc)
     with (
         VideoSource(mp4.path, max_frames=3) as src,
-        VideoSink(dst, src, EncodeSettings(), overwrite=True) as sink,
+        VideoSink(dst, src, EncodeOptions(), overwrite=True) as sink,
     ):
         for frame in src.frames():
             sink.write(frame)
@@ -687,7 +688,7 @@ def test_refused_temporary_file_is_one_line(
     with VideoSource(mp4.path) as src:
         monkeypatch.setattr(os, "open", refuse)
         with pytest.raises(VidrestoreError) as exc:
-            VideoSink(tmp_path / "o.mp4", src, EncodeSettings())
+            VideoSink(tmp_path / "o.mp4", src, EncodeOptions())
     assert one_line(exc) == f"{tmp_path / 'o.mp4'}: cannot write to {tmp_path} (Permission denied)"
 
 
@@ -705,7 +706,7 @@ def test_temp_file_is_hidden_beside_the_output_and_removed_on_abort(
 ) -> None:
     dst = tmp_path / "out.mp4"
     with VideoSource(mp4.path) as src:
-        sink = VideoSink(dst, src, EncodeSettings())
+        sink = VideoSink(dst, src, EncodeOptions())
         for frame in src.frames():
             sink.write(frame)
             break
@@ -722,7 +723,7 @@ def test_interrupted_run_leaves_no_file(
     with (
         pytest.raises(error),
         VideoSource(mp4.path) as src,
-        VideoSink(tmp_path / "o.mp4", src, EncodeSettings()) as sink,
+        VideoSink(tmp_path / "o.mp4", src, EncodeOptions()) as sink,
     ):
         for frame in src.frames():
             sink.write(frame)

@@ -15,7 +15,7 @@ import pytest
 
 from vidrestore import weights
 from vidrestore.errors import WeightsError
-from vidrestore.models.checkpoint import MODEL_WEIGHTS
+from vidrestore.models import MODELS
 
 DATA = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -145,7 +145,7 @@ def test_registry_entries_are_coherent() -> None:
         assert spec.sha256 is None or spec.sha256 not in hashes, f"{name} repeats another entry's sha256"
         filenames.add(spec.filename)
         hashes.add(spec.sha256)
-    assert set(MODEL_WEIGHTS.values()) <= set(OFFICIAL)
+    assert {spec.weights for spec in MODELS.values()} <= set(OFFICIAL)
 
 
 @pytest.mark.parametrize("name", OFFICIAL)

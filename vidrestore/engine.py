@@ -1,16 +1,15 @@
-"""The restoration engine: detect → align → batched GFP-GAN → paste back, for batches of frames.
+"""The restoration engine: detect → align → batched restoration network → paste back, for batches of frames.
 
-The CLI, the VapourSynth filter and the batch runner are thin shells over :class:`FaceRestorer`.
-Frames stay float tensors on the engine's device from upload to download: warp, restore, masks and
-paste-back all run there; only detection sees an 8-bit copy.
+It runs any network of the model registry (:mod:`vidrestore.models`) the same way. Video goes through
+:class:`vidrestore.stream.FaceStream`, which adds tracking and smoothing around this per-batch work; still
+images call :meth:`FaceRestorer.restore` directly. Frames stay float tensors on the engine's device from
+upload to download: warp, restore, masks and paste-back all run there; only detection sees an 8-bit copy.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,51 +19,12 @@ import torch.nn.functional as F
 from vidrestore import weights
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
-from vidrestore.faces.detection import DETECTORS, Faces, create_detector, detect_faces
+from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
-from vidrestore.models.checkpoint import MODEL_WEIGHTS, load_gfpgan
-from vidrestore.models.gfpgan import GFPGANConfig
+from vidrestore.models import get_model
+from vidrestore.options import EngineOptions
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class RestoreOptions:
-    """Every setting of a restoration run; the CLI's flags map one to one onto these fields."""
-
-    model: str = "v1.4"
-    weights: Path | None = None  # an explicit GFP-GAN checkpoint, instead of the registry's
-    weights_dir: Path | None = None  # an offline directory holding registry files
-    device: str = "auto"
-    dtype: str = "auto"
-    detector: str = "retinaface"
-    upscale: int = 1
-    only_center_face: bool = False
-    fidelity: float = 0.0  # 0: fully restored face; 1: the original face untouched
-    parse: bool = False  # paste through a ParseNet face mask instead of the feathered square
-    min_eye_distance: float = 5.0
-    detect_size: int | None = None  # detect on frames whose long side is at most this
-    batch_size: int | None = None  # faces per model call; None: from free GPU memory (4 on the CPU)
-    randomize_noise: bool = False
-    model_config: GFPGANConfig | None = None  # None: read the layout off the checkpoint
-
-    def validate(self) -> None:
-        if self.model not in MODEL_WEIGHTS:
-            raise VidrestoreError(f"unknown model {self.model!r}; choose one of: {', '.join(MODEL_WEIGHTS)}")
-        if self.detector not in DETECTORS:
-            raise VidrestoreError(
-                f"unknown detector {self.detector!r}; choose one of: {', '.join(DETECTORS)}"
-            )
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise VidrestoreError(f"unknown dtype {self.dtype!r}; choose auto, {', '.join(DTYPES)}")
-        if not 0.0 <= self.fidelity <= 1.0:
-            raise VidrestoreError(f"--fidelity must be between 0 and 1, not {self.fidelity}")
-        if not 1 <= self.upscale <= 8:
-            raise VidrestoreError(f"--upscale must be an integer from 1 to 8, not {self.upscale}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise VidrestoreError(f"--batch-size must be at least 1, not {self.batch_size}")
-        if self.detect_size is not None and self.detect_size < 32:
-            raise VidrestoreError(f"--detect-size must be at least 32 pixels, not {self.detect_size}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,32 +80,31 @@ class Restored(NamedTuple):
 
 
 class FaceRestorer:
-    """Restores every face in batches of frames with one loaded model, detector and mask source.
+    """Restores every face in batches of frames with one loaded network, detector and mask source.
 
-    ``load_model=False`` gives a detector-only engine (for ``--debug-overlay``): no GFP-GAN weights needed.
-    ``timings`` accumulates seconds per stage, for reports.
+    ``load_model=False`` gives a detector-only engine (for ``--debug-overlay`` and tracking-only runs): no
+    network weights needed. ``timings`` accumulates seconds per stage, for reports.
     """
 
-    def __init__(self, options: RestoreOptions, *, progress: bool = True, load_model: bool = True):
-        options.validate()
+    def __init__(self, options: EngineOptions, *, progress: bool = True, load_model: bool = True):
         self.options = options
+        self.spec = get_model(options.model)
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self.timings: dict[str, float] = defaultdict(float)
         self.model = None
-        self.face_size = 512
+        self.face_size = self.spec.face_size
         if load_model:
-            gfpgan_path = weights.resolve(
-                MODEL_WEIGHTS[options.model],
-                path=options.weights,
-                weights_dir=options.weights_dir,
-                progress=progress,
+            path = weights.resolve(
+                self.spec.weights, path=options.weights, weights_dir=options.weights_dir, progress=progress
             )
-            self.model = load_gfpgan(
-                gfpgan_path, device=self.device, dtype=self.dtype, config=options.model_config
+            self.model = self.spec.load(
+                path, device=self.device, dtype=self.dtype, config=options.model_config
             )
-            self.face_size = self.model.config.out_size
-        self.batch_size = options.batch_size or auto_batch_size(self.device, self.dtype, self.face_size)
+            self.face_size = self.model.face_size
+        self.template = self.spec.template_for(self.face_size)
+        self.controls = {name: getattr(options, name) for name in self.spec.controls}
+        self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.face_size)
         detector_weights = None
         if options.detector == "retinaface":
             detector_weights = weights.resolve(
@@ -153,7 +112,7 @@ class FaceRestorer:
             )
         self.detector = create_detector(options.detector, self.device, weights=detector_weights)
         self.parser = None
-        if options.parse and load_model:
+        if (options.parse or "parsing" in self.spec.needs) and load_model:
             from vidrestore.faces.parsing import FaceParser
 
             parse_weights = weights.resolve("parsenet", weights_dir=options.weights_dir, progress=progress)
@@ -178,7 +137,7 @@ class FaceRestorer:
             self.detector,
             u8,
             detect_size=self.options.detect_size,
-            min_eye_distance=self.options.min_eye_distance,
+            min_eye_distance=self.options.min_face,
             only_center_face=self.options.only_center_face,
         )
         self._tick("detect", t0)
@@ -188,16 +147,19 @@ class FaceRestorer:
     def restore_faces(self, crops: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) aligned crops in [0, 1] → restored crops in [0, 1], ``batch_size`` at a time.
 
+        The network sees its own input range and returns its own output range (the model spec's).
+
         A CUDA out-of-memory error halves the batch size for the rest of the run and retries.
         """
         if self.model is None:
             raise RuntimeError("this engine was built without a model (load_model=False)")
+        (in_lo, in_hi), (out_lo, out_hi) = self.spec.input_range, self.spec.output_range
         out = torch.empty_like(crops)
         i = 0
         while i < len(crops):
-            x = crops[i : i + self.batch_size].to(self.dtype) * 2 - 1
+            x = crops[i : i + self.batch_size].to(self.dtype) * (in_hi - in_lo) + in_lo
             try:
-                y = self.model(x, randomize_noise=self.options.randomize_noise)
+                y = self.model(x, **self.controls)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise VidrestoreError(
@@ -207,12 +169,13 @@ class FaceRestorer:
                 torch.cuda.empty_cache()
                 self.batch_size = max(1, self.batch_size // 2)
                 continue
-            out[i : i + len(x)] = y.to(crops.dtype).clamp(-1, 1) * 0.5 + 0.5
+            y = y.to(crops.dtype).clamp(out_lo, out_hi)
+            out[i : i + len(x)] = (y - out_lo) / (out_hi - out_lo)
             i += len(x)
         return out
 
     @torch.inference_mode()
-    def restore(self, frames: torch.Tensor, faces: list[Faces] | None = None) -> Restored:
+    def restore(self, frames: torch.Tensor, faces: list[Faces] | None = None, upscale: int = 1) -> Restored:
         """Restore (B, 3, H, W) float RGB frames in [0, 1] on the engine's device.
 
         ``faces`` gives the faces to restore in each frame (e.g. tracked and smoothed); without it they
@@ -224,7 +187,7 @@ class FaceRestorer:
         t0 = time.perf_counter()
         frame_index = np.concatenate([np.full(len(f), i) for i, f in enumerate(found)]).astype(np.int64)
         landmarks = np.concatenate([f.landmarks for f in found])
-        affines = estimate_transforms(landmarks, self.face_size)
+        affines = estimate_transforms(landmarks, self.face_size, self.template)
         crops, inside = warp_faces(frames, frame_index, affines, self.face_size)
         t0 = self._tick("warp", t0)
         restored = self.restore_faces(crops)
@@ -235,15 +198,16 @@ class FaceRestorer:
             else feather_mask(self.face_size, self.device, torch.float32)
         )
         alpha = crop_alpha(inside, mask) * (1 - self.options.fidelity)
-        up = self.options.upscale
-        if up == 1:
+        if upscale == 1:
             out = frames.clone()
         else:
-            out = F.interpolate(frames, scale_factor=up, mode="bicubic", align_corners=False).clamp_(0, 1)
-            # Pixel p of the upscaled frame sits at (p + 0.5) / up - 0.5 in the original frame.
-            a = affines[:, :, :2]
+            out = F.interpolate(frames, scale_factor=upscale, mode="bicubic", align_corners=False).clamp_(
+                0, 1
+            )
+            # Pixel p of the upscaled frame sits at (p + 0.5) / upscale - 0.5 in the original frame.
+            a, shift = affines[:, :, :2], 0.5 / upscale - 0.5
             affines = np.concatenate(
-                [a / up, affines[:, :, 2:] + a.sum(axis=2, keepdims=True) * (0.5 / up - 0.5)], 2
+                [a / upscale, affines[:, :, 2:] + a.sum(axis=2, keepdims=True) * shift], 2
             )
         changed = torch.zeros(out.shape[0], out.shape[2], out.shape[3], dtype=torch.bool, device=self.device)
         paste_faces(out, frame_index, affines, restored, alpha, changed=changed)

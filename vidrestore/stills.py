@@ -86,20 +86,22 @@ class Summary:
         )
 
 
-def restore_image(restorer: FaceRestorer, img: np.ndarray) -> tuple[np.ndarray, int]:
+def restore_image(restorer: FaceRestorer, img: np.ndarray, upscale: int = 1) -> tuple[np.ndarray, int]:
     """Restore one decoded image (any layout :func:`read_image` returns); returns it and its face count."""
     t, layout = image_to_tensor(img, restorer.device)
-    result = restorer.restore(t)
-    return tensor_to_image(result.frames, layout, img, restorer.options.upscale), len(result.faces[0])
+    result = restorer.restore(t, upscale=upscale)
+    return tensor_to_image(result.frames, layout, img, upscale), len(result.faces[0])
 
 
-def restore_images(restorer: FaceRestorer, jobs: Sequence[Job], log: Callable[[str], None]) -> Summary:
+def restore_images(
+    restorer: FaceRestorer, jobs: Sequence[Job], log: Callable[[str], None], upscale: int = 1
+) -> Summary:
     """Restore each job; a bad file is reported and skipped, the others still run."""
     summary = Summary()
     for job in jobs:
         try:
             img = read_image(job.src)
-            out, n = restore_image(restorer, img)
+            out, n = restore_image(restorer, img, upscale)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.dst, out)
         except VidrestoreError as exc:

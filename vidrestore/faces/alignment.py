@@ -27,9 +27,15 @@ FFHQ_TEMPLATE_512 = np.array(
 BORDER_RGB = (132 / 255, 133 / 255, 135 / 255)
 
 
-def estimate_transforms(landmarks: np.ndarray, face_size: int) -> np.ndarray:
-    """(N, 5, 2) landmarks → (N, 2, 3) frame→crop similarity transforms (4 DOF, LMedS fit)."""
-    template = FFHQ_TEMPLATE_512 * (face_size / 512)
+def estimate_transforms(
+    landmarks: np.ndarray, face_size: int, template: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, 5, 2) landmarks → (N, 2, 3) frame→crop similarity transforms (4 DOF, LMedS fit).
+
+    ``template``: the model's 5 points in a ``face_size`` crop (default: FFHQ's, as GFP-GAN was trained).
+    """
+    if template is None:
+        template = FFHQ_TEMPLATE_512 * (face_size / 512)
     out = np.zeros((len(landmarks), 2, 3), np.float64)
     for i, lm in enumerate(landmarks):
         m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32), template, method=cv2.LMEDS)

@@ -19,7 +19,7 @@ counts in milliseconds, MP4 in at least 1/10000 s: the times stay the same). Wit
 to the keyframe before it and drops the frames before it, and every stream is shifted together so the output
 starts at 0; the other streams' packets are kept between the first frame and the end of the last one.
 
-Encoder defaults (when :class:`EncodeSettings` leaves them unset):
+Encoder defaults (when :class:`EncodeOptions` leaves them unset):
 
 - ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``, ``.ts``: libx264, crf 18, preset medium (visually lossless, plays
   everywhere).
@@ -44,7 +44,7 @@ import os
 import secrets
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.options import EncodeOptions
 
 _DEFAULT_CODECS = {
     ".mp4": "libx264",
@@ -136,17 +137,6 @@ class SourceFrame:
     rgb: np.ndarray  # (H, W, 3) RGB; uint8 for 8-bit sources, uint16 (full 16-bit scale) for deeper ones
     frame: av.VideoFrame  # the decoded frame, for exact pass-through and plane composition
     packets: list[av.Packet]  # packets of the other streams demuxed before this frame (muxed before it)
-
-
-@dataclass
-class EncodeSettings:
-    """Encoder choice; ``None`` fields take the defaults described in the module docstring."""
-
-    codec: str | None = None
-    crf: int | None = None
-    preset: str | None = None
-    pix_fmt: str | None = None
-    options: dict[str, str] = field(default_factory=dict)  # free-form encoder options (key=value)
 
 
 @dataclass(frozen=True)
@@ -556,7 +546,7 @@ class VideoSink:
     """
 
     def __init__(
-        self, dst: Path, source: VideoSource, settings: EncodeSettings, *, overwrite: bool = False
+        self, dst: Path, source: VideoSource, settings: EncodeOptions, *, overwrite: bool = False
     ) -> None:
         self.dst = dst = Path(dst)
         self.notices: list[str] = []
@@ -983,7 +973,7 @@ def _encoder(name: str) -> av.Codec:
     return codec
 
 
-def _encoder_options(encoder: av.Codec, settings: EncodeSettings) -> dict[str, str]:
+def _encoder_options(encoder: av.Codec, settings: EncodeOptions) -> dict[str, str]:
     """crf, preset and the free-form options, checked against what the encoder knows."""
     ctx = av.CodecContext.create(encoder.name, "w")
     known = {o.name for o in ctx.supported_options.generic} | {o.name for o in ctx.supported_options.private}
@@ -1000,7 +990,7 @@ def _encoder_options(encoder: av.Codec, settings: EncodeSettings) -> dict[str, s
         options.update({"cpu-used": "4", "row-mt": "1"})
     if encoder.name == "libx265":
         options["x265-params"] = "log-level=error"  # x265 prints its banner to stderr otherwise
-    for key, value in settings.options.items():
+    for key, value in settings.encoder_opts.items():
         if key not in known:
             raise VidrestoreError(f"{encoder.name} has no option '{key}'")
         if key == "x265-params" and encoder.name == "libx265":

@@ -10,10 +10,7 @@ import torch
 from vidrestore.errors import WeightsError
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
-__all__ = ["MODEL_WEIGHTS", "infer_config", "load_gfpgan"]
-
-# CLI model name -> weights-registry name (see vidrestore.weights).
-MODEL_WEIGHTS: dict[str, str] = {"v1.3": "gfpgan-v1.3", "v1.4": "gfpgan-v1.4"}
+__all__ = ["infer_config", "load_gfpgan"]
 
 _SHOWN_KEYS = 3  # how many offending key names an error message lists
 

@@ -395,3 +395,8 @@ class GFPGANv1Clean(nn.Module):
             feat = block(feat + skip)
             conditions.append((to_scale(feat), to_shift(feat)))
         return self.stylegan_decoder(latent, conditions, randomize_noise)
+
+    @property
+    def face_size(self) -> int:
+        """The crop size this network restores (the engine's :class:`~vidrestore.models.Restorer` view)."""
+        return self.config.out_size

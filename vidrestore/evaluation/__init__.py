@@ -1,0 +1,1 @@
+"""Measurements of the product: ``vidrestore eval temporal`` and its ground-truth clips."""

