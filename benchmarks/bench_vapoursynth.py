@@ -32,7 +32,8 @@ from bench_video import TINY, make_clip, save_weights
 
 from vidrestore.engine import FaceRestorer
 from vidrestore.models.gfpgan import GFPGANConfig
-from vidrestore.pipeline import VideoOptions, run, versions
+from vidrestore.options import VideoOptions
+from vidrestore.pipeline import run, versions
 
 SCRIPT = """
 import vapoursynth as vs
@@ -102,10 +103,10 @@ def main() -> None:
             device=args.device,
             dtype=args.dtype,
             detect_size=args.detect_size,
-            batch=args.batch,
+            frame_batch=args.batch,
         )
     )
-    options = VideoOptions(
+    options = VideoOptions.from_keywords(
         weights=weights,
         detector=args.detector,
         device=args.device,
@@ -116,7 +117,7 @@ def main() -> None:
         progress=False,
         overwrite=True,
     )
-    restorer = FaceRestorer(options, progress=False)
+    restorer = FaceRestorer(options.engine, progress=False)
     vspipe_runs, cli_runs = [], []
     with tempfile.TemporaryDirectory() as home:
         env = vspipe_env(Path(home))

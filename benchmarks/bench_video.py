@@ -34,7 +34,8 @@ from vidrestore.engine import FaceRestorer
 from vidrestore.faces.alignment import estimate_transforms
 from vidrestore.faces.detection import detect_faces
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
-from vidrestore.pipeline import VideoOptions, run, versions
+from vidrestore.options import VideoOptions
+from vidrestore.pipeline import run, versions
 
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
 
@@ -161,7 +162,7 @@ def main() -> None:
     src, weights = args.work / "clip_1080p.mp4", args.work / "weights.pth"
     n = make_clip(src, args.seconds)
     save_weights(weights, config)
-    options = VideoOptions(
+    options = VideoOptions.from_keywords(
         weights=weights,
         detector=args.detector,
         device=args.device,
@@ -170,7 +171,7 @@ def main() -> None:
         progress=False,
         overwrite=True,
     )
-    restorer = FaceRestorer(options, progress=False)
+    restorer = FaceRestorer(options.engine, progress=False)
     official = official_gfpgan(config).to(restorer.device).eval()
     official.load_state_dict(torch.load(weights, weights_only=True)["params_ema"])
 

@@ -46,7 +46,7 @@ class _Negative(nn.Module):
         self.gain = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor, randomize_noise: bool = False) -> torch.Tensor:
-        assert x.shape[1:] == (3, 32, 32) and x.min() >= 0 and not randomize_noise
+        assert x.shape[1:] == (3, 32, 32) and x.min() > -0.01 and not randomize_noise  # [0, 1], not [-1, 1]
         return self.gain - x
 
 

@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs=argparse.REMAINDER, help="options of the evaluation (see 'eval temporal -h')"
     )
 
+    _add_weights_parser(sub)
+    return parser
+
+
+def _add_weights_parser(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("weights", help="list, download or verify model weight files", epilog=EPILOG)
     wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     for name, text in (
@@ -100,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = wsub.add_parser("download", help="download (and verify) one file, or all of them")
     d.add_argument("names", nargs="*", metavar="NAME", help="registry names (default: all)")
     d.add_argument("--weights-dir", type=Path, metavar="DIR", help="also look in this offline folder")
-    return parser
 
 
 def _log(args: argparse.Namespace, msg: str) -> None:

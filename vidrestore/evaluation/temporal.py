@@ -359,7 +359,7 @@ def run_temporal_eval(
     ``window`` and ``strength``; ``weights``: the GFP-GAN for the temporal-noise figure (default: a tiny
     random one, which is enough to see alignment and noise flicker, not to judge faces).
     """
-    detector = CenterFaceDetector()
+    detector, tracker = CenterFaceDetector(), _tracker()
     runs: dict[str, list[Run]] = {}
     for name in CLIPS:
         log(f"clip {name}")
@@ -368,21 +368,7 @@ def run_temporal_eval(
     runs["static"] = [
         detect_clip(detector, make_clip("still", frames, seed, VIDEO_DEGRADATION)) for seed in range(seeds)
     ]
-    clips: dict[str, Any] = {}
-    for name, rs in runs.items():
-        stabilize_s = [stabilize(run, window=window, strength=strength) for run in rs]
-        ids = [identity_metrics(run) for run in rs]
-        clips[name] = {
-            "alignment": alignment_metrics(rs),
-            "id_switches": sum(i["id_switches"] for i in ids),
-            "shared_ids": sum(i["shared_ids"] for i in ids),
-            "tracks": [i["tracks"] for i in ids],
-            "cut": rs[0].clip.cut,
-            "cuts_found": [i["cuts_found"] for i in ids],
-            "tracks_spanning_cut": sum(i["tracks_spanning_cut"] for i in ids),
-            "detect_ms_per_frame": 1000 * sum(r.detect_seconds for r in rs) / sum(len(r.found) for r in rs),
-            "stabilize_ms_per_frame": 1000 * float(np.mean(stabilize_s)),
-        }
+    clips = {name: _clip_figures(rs, tracker, window, strength) for name, rs in runs.items()}
     result: dict[str, Any] = {
         "settings": {
             "frames": frames,
@@ -395,8 +381,49 @@ def run_temporal_eval(
             "video_degradation": VIDEO_DEGRADATION,
         },
         "clips": clips,
+        "acceptance": _acceptance(clips),
     }
-    result["acceptance"] = {
+    log("temporal noise")
+    with tempfile.TemporaryDirectory() as tmp:
+        options = EngineOptions(weights=weights or tiny_checkpoint(Path(tmp)), detector="centerface")
+        static = runs["static"][0]
+        result["temporal_noise"] = temporal_noise(options, static, window=window, strength=strength)
+    sweep: dict[str, Any] = {}
+    for k in detect_every:
+        log(f"detect every {k}")
+        copies = {n: [replace(run) for run in runs[n]] for n in ("still", "pan", "accel", "turn", "cross")}
+        for rs in copies.values():
+            for run in rs:
+                stabilize(run, detect_every=k, window=window, strength=strength, tracker=tracker)
+        sweep[str(k)] = {"detect_ms_per_frame": clips["pan"]["detect_ms_per_frame"] / k} | {
+            n: brief(alignment_metrics(rs))
+            | {"id_switches": sum(identity_metrics(r)["id_switches"] for r in rs)}
+            for n, rs in copies.items()
+        }
+    result["detect_every"] = sweep
+    return result
+
+
+def _clip_figures(runs: list[Run], tracker: FaceRestorer, window: int, strength: float) -> dict[str, Any]:
+    """Alignment, identity and timing figures of one kind of clip, over its seeds."""
+    stabilize_s = [stabilize(run, window=window, strength=strength, tracker=tracker) for run in runs]
+    ids = [identity_metrics(run) for run in runs]
+    return {
+        "alignment": alignment_metrics(runs),
+        "id_switches": sum(i["id_switches"] for i in ids),
+        "shared_ids": sum(i["shared_ids"] for i in ids),
+        "tracks": [i["tracks"] for i in ids],
+        "cut": runs[0].clip.cut,
+        "cuts_found": [i["cuts_found"] for i in ids],
+        "tracks_spanning_cut": sum(i["tracks_spanning_cut"] for i in ids),
+        "detect_ms_per_frame": 1000 * sum(r.detect_seconds for r in runs) / sum(len(r.found) for r in runs),
+        "stabilize_ms_per_frame": 1000 * float(np.mean(stabilize_s)),
+    }
+
+
+def _acceptance(clips: dict[str, Any]) -> dict[str, Any]:
+    """The figures the acceptance criteria are on, and whether each criterion passed."""
+    acceptance: dict[str, Any] = {
         "jitter_dominated_temporal_ratio": {
             n: clips[n]["alignment"]["ratio_temporal_rms"] for n in JITTER_DOMINATED
         },
@@ -407,7 +434,6 @@ def run_temporal_eval(
         "id_switches_crossing": clips["cross"]["id_switches"],
         "tracks_spanning_cut": sum(c["tracks_spanning_cut"] for c in clips.values()),
     }
-    acceptance = result["acceptance"]
     lag = acceptance["lag_constant_velocity"]
     acceptance["passed"] = {
         "temporal_error_at_most_a_third": all(
@@ -417,27 +443,7 @@ def run_temporal_eval(
         "no_id_switch_crossing": acceptance["id_switches_crossing"] == 0,
         "no_track_spans_a_cut": acceptance["tracks_spanning_cut"] == 0,
     }
-    log("temporal noise")
-    with tempfile.TemporaryDirectory() as tmp:
-        options = EngineOptions(weights=weights or tiny_checkpoint(Path(tmp)), detector="centerface")
-        result["temporal_noise"] = temporal_noise(
-            options, runs["static"][0], window=window, strength=strength
-        )
-    sweep: dict[str, Any] = {}
-    for k in detect_every:
-        log(f"detect every {k}")
-        copies = {n: [replace(run) for run in runs[n]] for n in ("still", "pan", "accel", "turn", "cross")}
-        for rs in copies.values():
-            for run in rs:
-                stabilize(run, detect_every=k, window=window, strength=strength)
-        detect_ms = clips["pan"]["detect_ms_per_frame"] / k
-        sweep[str(k)] = {"detect_ms_per_frame": detect_ms} | {
-            n: brief(alignment_metrics(rs))
-            | {"id_switches": sum(identity_metrics(r)["id_switches"] for r in rs)}
-            for n, rs in copies.items()
-        }
-    result["detect_every"] = sweep
-    return result
+    return acceptance
 
 
 def brief(m: dict[str, Any]) -> dict[str, Any]:

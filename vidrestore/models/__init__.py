@@ -65,27 +65,23 @@ def _load_gfpgan_clean(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
     return load_gfpgan(path, **kwargs)
 
 
+def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
+    """A GFP-GAN release on the clean architecture (v1.2 and later)."""
+    return ModelSpec(
+        name=f"gfpgan-{version}",
+        summary=summary,
+        arch="GFPGANv1Clean",
+        weights=f"gfpgan-{version}",
+        licence="Apache-2.0",
+        load=_load_gfpgan_clean,
+        controls=("randomize_noise",),
+        aliases=(version,),
+    )
+
+
 _SPECS = (
-    ModelSpec(
-        name="gfpgan-v1.4",
-        summary="GFP-GAN v1.4: the default; more detail and better identity than v1.3",
-        arch="GFPGANv1Clean",
-        weights="gfpgan-v1.4",
-        licence="Apache-2.0",
-        load=_load_gfpgan_clean,
-        controls=("randomize_noise",),
-        aliases=("v1.4",),
-    ),
-    ModelSpec(
-        name="gfpgan-v1.3",
-        summary="GFP-GAN v1.3: more natural-looking faces, fewer sharpened details",
-        arch="GFPGANv1Clean",
-        weights="gfpgan-v1.3",
-        licence="Apache-2.0",
-        load=_load_gfpgan_clean,
-        controls=("randomize_noise",),
-        aliases=("v1.3",),
-    ),
+    _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
+    _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}

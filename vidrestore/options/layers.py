@@ -1,15 +1,7 @@
-"""Every setting, once: layered option objects and the one table that names each setting everywhere.
+"""The layers of settings, each checking itself once, and the job that composes them (:class:`VideoOptions`).
 
-A job composes layers instead of inheriting them: :class:`EngineOptions` (model, device, detection,
-paste, kernels), :class:`TemporalOptions` (tracking, smoothing, batching of frames), :class:`EncodeOptions`
-(the output video), :class:`JobOptions` (what one ``vidrestore restore`` run does), :class:`ImageOptions`
-(stills) and :class:`FilterOptions` (the VapourSynth filter's scheduling). Each layer checks its own values
-once, when it is made.
-
-A setting's name is its Python keyword and its VapourSynth parameter; its CLI flag is the same name with
-dashes (a few flags keep their historical spelling, recorded in the table). Old names still work as
-deprecated aliases. An error names the option as the caller spelled it: ``--min-face`` on the command line,
-``min_face`` in Python and in a VapourSynth script.
+A setting's row in the table is its field here: name, kind, help, CLI flag, whether the VapourSynth filter
+takes it, and its old names. :func:`build` makes layers from keywords, with errors spelled for the caller.
 """
 
 from __future__ import annotations
