@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.io import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 AAC_FRAME = 1024
 PAINT = (250, 20, 200)
@@ -219,6 +219,25 @@ def test_frames_can_be_read_in_a_thread(mp4: clips.ClipSpec, tmp_path: Path) -> 
         reader.join()
     b = probe(dst)
     assert len(b.pts) == mp4.frames and b.audio_samples == probe(mp4.path).audio_samples
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".mp4"])  # copy; audio re-encoded; subtitles converted
+def test_the_sink_never_reads_the_input(ffv1: clips.ClipSpec, tmp_path: Path, suffix: str) -> None:
+    """One thread demuxes: the other streams' packets travel with the frames (the tail with the last one) and
+    the sink decodes what it re-encodes itself, so it can finish after the source is closed."""
+    dst = tmp_path / f"late{suffix}"
+    with VideoSource(ffv1.path) as src:
+        sink = VideoSink(dst, src.description, EncodeSettings())
+        frames = list(src.frames())
+    assert not any(f.tail for f in frames[:-1])
+    assert frames[-1].tail and {p.stream_index for p in frames[-1].tail} == {1}  # the audio after the video
+    for frame in frames:
+        sink.write(frame)
+    sink.commit()
+    a, b = probe(ffv1.path), probe(dst)
+    assert len(b.pts) == ffv1.frames
+    assert abs(b.audio_samples - a.audio_samples) <= (AAC_FRAME if suffix == ".mkv" else 2 * AAC_FRAME)
+    assert [text for _, text in b.subtitles] == ["Hallo", "Welt"]
 
 
 def test_frames_is_single_pass(mp4: clips.ClipSpec) -> None:

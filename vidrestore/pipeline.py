@@ -28,7 +28,7 @@ from vidrestore import __version__
 from vidrestore.engine import FaceRestorer, RestoreOptions
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.tracking import DetectionSchedule, SceneCutDetector, Stabilizer, TrackedFace, as_faces
-from vidrestore.io.video import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.io import EncodeSettings, SourceFrame, VideoSink, VideoSource, check_output_path
 
 _END = object()  # end-of-stream marker on the queues
 
