@@ -78,7 +78,8 @@ class VideoSink:
     """Encoder and muxer for one output file; a context manager that commits on a clean exit and aborts
     (deleting the temporary file) on an exception.
 
-    ``source`` is the source's description (a :class:`VideoSource` stands for its own). Write every frame in
+    ``source`` is the source's description (a :class:`VideoSource` stands for its own). Build the sink before
+    the source's frames are iterated (its routes read the stream templates once, here), write every frame in
     order, and commit once the last one is written: the other streams' tail comes with the last frame.
     """
 
