@@ -9,7 +9,7 @@ from clips import face_path, make_clip, render
 
 import vidrestore
 from vidrestore.engine import FaceRestorer
-from vidrestore.io.video import VideoSource
+from vidrestore.io import VideoSource
 from vidrestore.options import EngineOptions, TemporalOptions
 from vidrestore.stream import FaceStream
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.video import SourceFrame, VideoSink, VideoSource, check_output_path
+from vidrestore.io import SourceFrame, VideoSink, VideoSource, check_output_path
 from vidrestore.options import EncodeOptions
 
 AAC_FRAME = 1024
@@ -106,7 +106,7 @@ def transcode(
     seen = []
     with (
         VideoSource(src, **source_kw) as source,
-        VideoSink(dst, source, settings or EncodeOptions()) as sink,
+        VideoSink(dst, source.description, settings or EncodeOptions()) as sink,
     ):
         for frame in source.frames():
             result = restorer(frame) if restorer else None
@@ -206,7 +206,7 @@ def test_frames_can_be_read_in_a_thread(mp4: clips.ClipSpec, tmp_path: Path) -> 
     """The pipeline decodes in a thread and encodes in another, with a short queue between them."""
     dst = tmp_path / "threaded.mp4"
     frames: queue.Queue[SourceFrame | None] = queue.Queue(maxsize=2)
-    with VideoSource(mp4.path) as src, VideoSink(dst, src, EncodeOptions()) as sink:
+    with VideoSource(mp4.path) as src, VideoSink(dst, src.description, EncodeOptions()) as sink:
 
         def read() -> None:
             for frame in src.frames():
@@ -220,6 +220,25 @@ def test_frames_can_be_read_in_a_thread(mp4: clips.ClipSpec, tmp_path: Path) -> 
         reader.join()
     b = probe(dst)
     assert len(b.pts) == mp4.frames and b.audio_samples == probe(mp4.path).audio_samples
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".mp4"])  # copy; audio re-encoded; subtitles converted
+def test_the_sink_never_reads_the_input(ffv1: clips.ClipSpec, tmp_path: Path, suffix: str) -> None:
+    """One thread demuxes: the other streams' packets travel with the frames (the tail with the last one) and
+    the sink decodes what it re-encodes itself, so it can finish after the source is closed."""
+    dst = tmp_path / f"late{suffix}"
+    with VideoSource(ffv1.path) as src:
+        sink = VideoSink(dst, src.description, EncodeOptions())
+        frames = list(src.frames())
+    assert not any(f.tail for f in frames[:-1])
+    assert frames[-1].tail and {p.stream_index for p in frames[-1].tail} == {1}  # the audio after the video
+    for frame in frames:
+        sink.write(frame)
+    sink.commit()
+    a, b = probe(ffv1.path), probe(dst)
+    assert len(b.pts) == ffv1.frames
+    assert abs(b.audio_samples - a.audio_samples) <= (AAC_FRAME if suffix == ".mkv" else 2 * AAC_FRAME)
+    assert [text for _, text in b.subtitles] == ["Hallo", "Welt"]
 
 
 def test_frames_is_single_pass(mp4: clips.ClipSpec) -> None:
@@ -591,7 +610,7 @@ def test_odd_frame_size(clipdir: Path, tmp_path: Path) -> None:
     assert b.pix_fmt == "yuv444p" and len(b.pts) == odd.frames
     # Naming 4:2:0 explicitly is refused up front.
     with pytest.raises(VidrestoreError) as exc, VideoSource(odd.path) as src:
-        VideoSink(tmp_path / "p.mp4", src, EncodeOptions(pix_fmt="yuv420p"))
+        VideoSink(tmp_path / "p.mp4", src.description, EncodeOptions(pix_fmt="yuv420p"))
     assert "odd frame size 81x61" in one_line(exc)
     # A codec that takes odd 4:2:0 keeps the layout, and the composition works at the odd edge.
     dst = tmp_path / "o.mkv"
@@ -627,7 +646,7 @@ def test_bad_encode_settings(
     mp4: clips.ClipSpec, tmp_path: Path, settings: EncodeOptions, suffix: str, words: str
 ) -> None:
     with VideoSource(mp4.path) as src, pytest.raises(VidrestoreError) as exc:
-        VideoSink(tmp_path / f"out{suffix}", src, settings)
+        VideoSink(tmp_path / f"out{suffix}", src.description, settings)
     assert words in one_line(exc)
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
@@ -652,11 +671,11 @@ def test_existing_output_needs_overwrite_and_is_replaced_only_at_commit(
     dst = tmp_path / "out.mkv"
     dst.write_bytes(b"old")
     with VideoSource(mp4.path) as src, pytest.raises(VidrestoreError) as exc:
-        VideoSink(dst, src, EncodeOptions())
+        VideoSink(dst, src.description, EncodeOptions())
     assert "exists; pass --overwrite" in one_line(exc)
     with (
         VideoSource(mp4.path, max_frames=3) as src,
-        VideoSink(dst, src, EncodeOptions(), overwrite=True) as sink,
+        VideoSink(dst, src.description, EncodeOptions(), overwrite=True) as sink,
     ):
         for frame in src.frames():
             sink.write(frame)
@@ -688,7 +707,7 @@ def test_refused_temporary_file_is_one_line(
     with VideoSource(mp4.path) as src:
         monkeypatch.setattr(os, "open", refuse)
         with pytest.raises(VidrestoreError) as exc:
-            VideoSink(tmp_path / "o.mp4", src, EncodeOptions())
+            VideoSink(tmp_path / "o.mp4", src.description, EncodeOptions())
     assert one_line(exc) == f"{tmp_path / 'o.mp4'}: cannot write to {tmp_path} (Permission denied)"
 
 
@@ -706,7 +725,7 @@ def test_temp_file_is_hidden_beside_the_output_and_removed_on_abort(
 ) -> None:
     dst = tmp_path / "out.mp4"
     with VideoSource(mp4.path) as src:
-        sink = VideoSink(dst, src, EncodeOptions())
+        sink = VideoSink(dst, src.description, EncodeOptions())
         for frame in src.frames():
             sink.write(frame)
             break
@@ -723,7 +742,7 @@ def test_interrupted_run_leaves_no_file(
     with (
         pytest.raises(error),
         VideoSource(mp4.path) as src,
-        VideoSink(tmp_path / "o.mp4", src, EncodeOptions()) as sink,
+        VideoSink(tmp_path / "o.mp4", src.description, EncodeOptions()) as sink,
     ):
         for frame in src.frames():
             sink.write(frame)

@@ -27,7 +27,7 @@ import torch
 from vidrestore import __version__
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.video import VideoSink, VideoSource, check_output_path
+from vidrestore.io import VideoSink, VideoSource, check_output_path
 from vidrestore.options import VideoOptions
 from vidrestore.stream import FaceStream
 
@@ -166,7 +166,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         if job.start is not None or job.end is not None:
             total = None  # the container's count no longer applies
         stream = FaceStream(restorer, options.temporal, overlay=job.debug_overlay)
-        with VideoSink(dst, source, options.encode, overwrite=job.overwrite) as sink:
+        with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
             _run_threads(source, sink, stream, options, report, total)
             report.notices = list(sink.notices)
