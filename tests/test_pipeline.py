@@ -16,7 +16,9 @@ from clips import make_clip
 import vidrestore
 from vidrestore import pipeline
 from vidrestore.cli import main
+from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
+from vidrestore.options import VideoOptions
 from vidrestore.stream import FaceStream
 
 
@@ -309,8 +311,8 @@ def test_detecting_every_other_frame_still_restores_every_frame(tmp_path, tiny_c
 
 def test_a_reused_engine_reports_only_this_runs_stage_times(tmp_path, tiny_checkpoint):
     spec = make_clip(tmp_path / "in.mp4", seconds=0.5)
-    opts = pipeline.VideoOptions(weights=tiny_checkpoint, detector="centerface", progress=False)
-    engine = pipeline.FaceRestorer(opts, progress=False)
+    opts = VideoOptions.from_keywords(weights=tiny_checkpoint, detector="centerface", progress=False)
+    engine = FaceRestorer(opts.engine, progress=False)
     first = pipeline.run(spec.path, tmp_path / "a.mp4", opts, restorer=engine)
     second = pipeline.run(spec.path, tmp_path / "b.mp4", opts, restorer=engine)
     assert abs(first.stages["restore"] + second.stages["restore"] - engine.timings["restore"]) < 1e-9

@@ -187,12 +187,12 @@ def test_output_ignores_request_order_and_thread_count(tiny_checkpoint):
     threads = core.num_threads
     try:
         core.num_threads = 1
-        linear = tiny(frames_clip(frames), tiny_checkpoint, segment=16, batch=8)
+        linear = tiny(frames_clip(frames), tiny_checkpoint, segment=16, frame_batch=8)
         expected = [digest(linear.get_frame(n)) for n in range(len(frames))]
         rng = random.Random(6)
         for count in (1, 2, 4):
             core.num_threads = count
-            clip = tiny(frames_clip(frames), tiny_checkpoint, segment=16, batch=8, cache=1)
+            clip = tiny(frames_clip(frames), tiny_checkpoint, segment=16, frame_batch=8, cache=1)
             order = rng.sample(range(len(frames)), len(frames))
             requests = {n: clip.get_frame_async(n) for n in order}
             got = {n: digest(r.result(timeout=TIMEOUT)) for n, r in requests.items()}
@@ -266,9 +266,11 @@ def test_unsupported_formats_name_the_conversion(clip, hint):
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"segment": 12}, "multiple of batch"),
+        ({"segment": 12}, "segment (12) must be a multiple of frame_batch (8)"),
         ({"smooth_window": 0}, "smooth_window"),
-        ({"detector": "haar"}, "unknown detector"),
+        ({"detector": "haar"}, "detector must be one of retinaface, centerface, not 'haar'"),
+        ({"codec": "ffv1"}, "unknown option(s): codec"),
+        ({"batch": 0}, "frame_batch must be at least 1, not 0"),
         ({"weights": "/nonexistent/gfpgan.pth"}, "gfpgan.pth"),
         ({"cache": 0}, "cache"),
     ],
