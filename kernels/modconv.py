@@ -54,8 +54,8 @@ def _check_impl(impl: str) -> None:
         raise ValueError(f"kernel impl must be one of {', '.join(KERNEL_IMPLS)}; got {impl!r}")
 
 
-def _resolve(impl: str, x: torch.Tensor) -> str:
-    """ "triton" or "torch" for ``impl`` on ``x``'s device.
+def _resolve(impl: str, device: torch.device) -> str:
+    """The impl that runs, "triton" or "torch", for ``impl`` on tensors on ``device``.
 
     "auto" is Triton on CUDA tensors when it is installed, else the reference. ``VIDRESTORE_TRITON=0|1``
     overrides "auto" only (tests and A/B runs without code changes); explicit impls ignore it.
@@ -68,7 +68,7 @@ def _resolve(impl: str, x: torch.Tensor) -> str:
         raise ValueError(f"{ENV_VAR} must be 0, 1 or unset, got {flag!r}")
     if flag:
         return "triton" if flag == "1" else "torch"
-    return "triton" if x.is_cuda and triton_available() else "torch"
+    return "triton" if device.type == "cuda" and triton_available() else "torch"
 
 
 def set_kernel_impl(module: nn.Module, impl: str) -> None:
@@ -160,7 +160,7 @@ def modulated_conv2d(
         "skip": skip,
         "skip_upsample": skip_upsample,
     }
-    if _resolve(impl, x) == "triton":
+    if _resolve(impl, x.device) == "triton":
         return _modconv_triton(
             x, weight, style, demodulate, upsample, padding, channels_last, out, **epilogue
         )
