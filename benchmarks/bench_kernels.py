@@ -23,15 +23,13 @@ the setup (about a minute, most of it Triton compiling the autotuner's candidate
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,20 +52,6 @@ OFFICIAL, TORCH, COMPILED, OURS, OURS_GRAPH = (
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
 ROTATION_BYTES = 4 << 30  # input sets rotate within this much memory (at least 2 sets)
 DEVICE = "cuda"
-
-
-@contextlib.contextmanager
-def triton_switch(on: bool) -> Iterator[None]:
-    """Run the model's StyleConv/ToRGB on the kernels (True) or the PyTorch reference (False)."""
-    saved = os.environ.get(kernels.ENV_VAR)
-    os.environ[kernels.ENV_VAR] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[kernels.ENV_VAR]
-        else:
-            os.environ[kernels.ENV_VAR] = saved
 
 
 def time_cuda(fn: Callable[[int], object], n_sets: int, args: argparse.Namespace) -> float:
@@ -94,16 +78,21 @@ def time_cuda(fn: Callable[[int], object], n_sets: int, args: argparse.Namespace
 Run = Callable[[dict], torch.Tensor]
 
 
-def measure(run: Run, sets: list[dict], fused: bool, args: argparse.Namespace) -> tuple[float, torch.Tensor]:
-    """Seconds per call of ``run`` cycling through ``sets``, and its output for the first set."""
-    with triton_switch(fused), torch.no_grad():
+def measure(
+    run: Run, sets: list[dict], module: nn.Module, impl: str, args: argparse.Namespace
+) -> tuple[float, torch.Tensor]:
+    """Seconds per call of ``run`` cycling through ``sets`` with ``module``'s modulated convs on ``impl``
+    ("triton" or "torch"), and its output for the first set."""
+    kernels.set_kernel_impl(module, impl)
+    with torch.no_grad():
         seconds = time_cuda(lambda i: run(sets[i]), len(sets), args)
         return seconds, run(sets[0])
 
 
-def count_flops(run: Run, inputs: dict) -> int:
+def count_flops(run: Run, inputs: dict, module: nn.Module) -> int:
     """FLOPs (2 per MAC) of the PyTorch reference path; Triton kernels are invisible to the counter."""
-    with triton_switch(False), FlopCounterMode(display=False) as counter, torch.no_grad():
+    kernels.set_kernel_impl(module, "torch")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
         run(inputs)
     return counter.get_total_flops()
 
@@ -160,12 +149,15 @@ class Layer:
         out_same, out_sft = torch.split(out, out.shape[1] // 2, dim=1)
         return torch.cat([out_same, out_sft * s["sft"][0] + s["sft"][1]], dim=1)
 
-    def variants(self, compiled: Callable[..., torch.Tensor]) -> dict[str, tuple[bool, Run]]:
-        """Variant name -> (runs on the kernels, function of one input set)."""
+    def variants(self, compiled: Callable[..., torch.Tensor]) -> dict[str, tuple[str, Run]]:
+        """Variant name -> (kernel impl, function of one input set)."""
         return {
-            TORCH: (False, lambda s: self.ours(s["x"], s["style"], self.noise, s["sft"])),
-            COMPILED: (False, lambda s: compiled(s["x"], s["style"], self.noise, s["sft"])),
-            OURS: (True, lambda s: self.ours(s["x_cl"], s["style"], self.noise, s["sft"])),  # as in the model
+            TORCH: ("torch", lambda s: self.ours(s["x"], s["style"], self.noise, s["sft"])),
+            COMPILED: ("torch", lambda s: compiled(s["x"], s["style"], self.noise, s["sft"])),
+            OURS: (
+                "triton",
+                lambda s: self.ours(s["x_cl"], s["style"], self.noise, s["sft"]),
+            ),  # as in the model
         }
 
 
@@ -187,18 +179,19 @@ def decoder_layers(ours: GFPGANv1Clean, official: nn.Module) -> list[Layer]:
 def bench_layers(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace) -> list[dict]:
     rows = []
     for layer in decoder_layers(ours, official):
-        flops = count_flops(layer.variants(layer.ours)[TORCH][1], layer.inputs(1, torch.bfloat16, seed=0))
+        run_torch = layer.variants(layer.ours)[TORCH][1]
+        flops = count_flops(run_torch, layer.inputs(1, torch.bfloat16, seed=0), layer.ours)
         record = {"scope": "layer", "name": layer.name, "flops_per_face": flops}
         sets = rotation(lambda seed, la=layer: la.inputs(1, torch.float32, seed))
-        seconds, _ = measure(layer.run_official, sets, False, args)
+        seconds, _ = measure(layer.run_official, sets, layer.official, "torch", args)
         rows.append({**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds})
 
         compiled = torch.compile(layer.ours, dynamic=False, mode=args.compile_mode)
         for batch in args.batches:
             sets = rotation(lambda seed, la=layer, b=batch: la.inputs(b, torch.bfloat16, seed))
             outputs = {}
-            for variant, (fused, run) in layer.variants(compiled).items():
-                seconds, outputs[variant] = measure(run, sets, fused, args)
+            for variant, (impl, run) in layer.variants(compiled).items():
+                seconds, outputs[variant] = measure(run, sets, layer.ours, impl, args)
                 rows.append({**record, "variant": variant, "batch": batch, "s_per_call": seconds})
             rows[-1]["rel_err_vs_torch_bf16"] = rel_err(outputs[OURS], outputs[TORCH])
             print(f"{layer.name:32} b={batch:<3} " + summary(rows[-3:]), flush=True)
@@ -219,30 +212,32 @@ def bench_model(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespa
     record = {
         "scope": "model",
         "name": f"GFPGANv1Clean {size}px",
-        "flops_per_face": count_flops(lambda s: ours(s["x"]), faces(1, torch.bfloat16, 0)),
+        "flops_per_face": count_flops(lambda s: ours(s["x"]), faces(1, torch.bfloat16, 0), ours),
     }
-    seconds, _ = measure(run_official, rotation(lambda seed: faces(1, torch.float32, seed)), False, args)
+    official_sets = rotation(lambda seed: faces(1, torch.float32, seed))
+    seconds, _ = measure(run_official, official_sets, official, "torch", args)
     rows = [{**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds}]
 
     compiled = torch.compile(ours, dynamic=False, mode=args.compile_mode)
-    variants: dict[str, tuple[bool, Run]] = {
-        TORCH: (False, lambda s: ours(s["x"])),
-        COMPILED: (False, lambda s: compiled(s["x"])),
-        OURS: (True, lambda s: ours(s["x"])),
+    variants: dict[str, tuple[str, Run]] = {
+        TORCH: ("torch", lambda s: ours(s["x"])),
+        COMPILED: ("torch", lambda s: compiled(s["x"])),
+        OURS: ("triton", lambda s: ours(s["x"])),
     }
     for batch in args.batches:
         sets = rotation(lambda seed, b=batch: faces(b, torch.bfloat16, seed))
         with torch.no_grad():
             official_out = run_official({"x": sets[0]["x"][:1]})  # every variant's parity on the first face
-        for variant, (fused, run) in variants.items():
-            seconds, out = measure(run, sets, fused, args)
+        for variant, (impl, run) in variants.items():
+            seconds, out = measure(run, sets, ours, impl, args)
             error = rel_err(out[:1], official_out)
             rows.append(
                 {**record, "variant": variant, "batch": batch, "s_per_call": seconds, "rel_err": error}
             )
-        with triton_switch(True), torch.no_grad():
+        kernels.set_kernel_impl(ours, "triton")
+        with torch.no_grad():
             replay = graph_runner(ours, sets[0]["x"].clone())
-        seconds, _ = measure(replay, sets, True, args)
+        seconds, _ = measure(replay, sets, ours, "triton", args)
         rows.append({**record, "variant": OURS_GRAPH, "batch": batch, "s_per_call": seconds})
         print(f"{record['name']:32} b={batch:<3} " + summary(rows[-4:]), flush=True)
         del replay

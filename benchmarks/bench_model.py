@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from benchmarks.official import official_gfpgan
+from vidrestore import kernels
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -172,10 +173,18 @@ def main() -> None:
     parser.add_argument(
         "--dtypes", nargs="+", choices=list(DTYPES), help="default: fp32 bf16 (+ fp16 on CUDA)"
     )
+    parser.add_argument(
+        "--kernels",
+        choices=kernels.KERNEL_IMPLS,
+        default="auto",
+        help="our StyleConv/ToRGB: fused Triton (on the CPU its interpreter: very slow), PyTorch reference, "
+        "or auto (Triton on CUDA, else PyTorch)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
     models = build_models()
+    kernels.set_kernel_impl(models["ours"], args.kernels)
     faces = torch.rand(max(args.batches), 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
     rows, diffs = [], []
     for device in args.devices:
@@ -195,6 +204,7 @@ def main() -> None:
         "cuda": torch.cuda.get_device_name() if "cuda" in args.devices else None,
         "warmup": args.warmup,
         "runs": args.runs,
+        "kernels": args.kernels,
         "timings": rows,
         "max_abs_diff": diffs,
     }

@@ -1,259 +1,86 @@
-"""Fused StyleGAN2 modulated convolution: one Triton implicit-GEMM kernel for StyleConv and ToRGB.
+"""The fused StyleGAN2 modulated convolution: one public op, a PyTorch reference and a Triton implementation.
 
-The official GFP-GAN builds a per-sample weight (B, C_out, C_in, k, k) and runs a grouped conv. Here ONE
-shared weight serves the whole batch: the style scales the input channels as they are loaded, and the
-demodulation is a (B, C_out) factor applied in the epilogue. Everything after the conv (x sqrt 2, noise, bias,
-LeakyReLU, the CS-SFT ``x*scale+shift`` on the upper channels, ToRGB's upsampled skip) happens in registers
-before the single store. StyleConv's bilinear x2 upsample (align_corners=False) is computed inside the input
-load, so the upsampled activation never exists in memory.
+As in NVlabs stylegan2-ada-pytorch ``torch_utils/ops`` (``bias_act``: ``_bias_act_ref`` beside
+``_bias_act_cuda`` behind one dispatcher), :func:`modulated_conv2d` is the only entry point; ``impl`` picks
+:func:`_modconv_ref` (plain PyTorch, any device) or :func:`_modconv_triton` (one implicit-GEMM kernel, the
+Triton source being in :mod:`vidrestore.kernels.modconv_triton`). The model calls nothing else, so the math
+exists once per implementation and the parity tests compare the two through the same function.
 
-The GEMM is M = output pixels of one sample (BLOCK_M), N = C_out (BLOCK_N), K = C_in * k * k, iterated as
-channel blocks (BLOCK_K) times taps; fp16/bf16 operands accumulate in fp32. Activations are read and StyleConv
-outputs written channels-last, so the K and N axes are contiguous in memory.
-
-Triton decides between its compiler and its CPU interpreter (``TRITON_INTERPRET=1``) when a kernel is
-defined, i.e. when this module is imported; without a CUDA device the import turns the interpreter on, so
-that ``VIDRESTORE_TRITON=1`` and the tests can run the kernels on a CPU.
+Both share one weight across the batch instead of building a per-sample weight for a grouped conv: the style
+scales the input channels and the demodulation is a (B, C_out) factor after the conv. The Triton kernel
+applies everything after the conv (x gain, noise, bias, LeakyReLU, CS-SFT, ToRGB's upsampled skip) in
+registers before its single store; the reference does the same steps as separate PyTorch ops.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
-from typing import Any
+from functools import cache
+from types import ModuleType
+from typing import Final
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+__all__ = ["ENV_VAR", "KERNEL_IMPLS", "modulated_conv2d", "set_kernel_impl", "triton_available"]
 
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
-
-__all__ = ["INTERPRETED", "compiled_kernels", "modulated_conv2d"]
-
+KERNEL_IMPLS: Final = ("auto", "triton", "torch")
+# Test override of impl="auto" only: "1" means "triton" (on a CPU tensor, the interpreter), "0" means "torch".
+ENV_VAR: Final = "VIDRESTORE_TRITON"
 _EPS = 1e-8
 
-# Candidate tiles on a GPU, clamped to each problem by _fit and autotuned once per layer shape and dtype.
-_GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, n, k, w, s in [
-        (128, 128, 64, 8, 3),
-        (128, 128, 32, 4, 4),
-        (128, 64, 64, 4, 4),
-        (64, 128, 64, 4, 4),
-        (64, 64, 64, 4, 3),
-        (128, 256, 64, 8, 3),
-        (64, 64, 32, 4, 2),  # fits GPUs with ~100 KB of shared memory, also for the upsampling gathers
-    ]
-]
-# One tile in the interpreter, whose cost is per program and loop step rather than per element: large enough
-# for the tiny model to run in seconds, small enough for the test shapes to span several tiles on every axis.
-_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 256, "BLOCK_N": 64, "BLOCK_K": 32})
+
+@cache
+def triton_available() -> bool:
+    """Whether Triton is installed (checked without importing it: its wheels exist for Linux only)."""
+    return importlib.util.find_spec("triton") is not None
 
 
-def _fit(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
-    """Shrink each tile to the problem (tl.dot needs >= 16 per axis) and drop the duplicates this creates."""
-    args = {**named_args, **kwargs}
-    limits = {
-        "BLOCK_M": args["H"] * args["W"],
-        "BLOCK_N": args["C_out"],
-        "BLOCK_K": args["C_in"],
-    }
-    fitted: dict[tuple, triton.Config] = {}
-    for cfg in configs:
-        blocks = {
-            name: min(size, max(16, triton.next_power_of_2(limits[name])))
-            for name, size in cfg.kwargs.items()
-        }
-        key = (*blocks.values(), cfg.num_warps, cfg.num_stages)
-        fitted.setdefault(key, triton.Config(blocks, num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-    return list(fitted.values())
+@cache
+def _triton() -> ModuleType:
+    """The Triton source module, imported on the first Triton call so that the reference never needs it."""
+    if not triton_available():
+        raise RuntimeError("impl='triton' needs the triton package (Linux only); use impl='torch' or 'auto'")
+    from vidrestore.kernels import modconv_triton
+
+    return modconv_triton
 
 
-@triton.jit
-def _bilinear_x2(u, size):
-    """Source indices and the weight of the first for sample ``u`` of a bilinear x2 upsample of ``size``.
+def _check_impl(impl: str) -> None:
+    if impl not in KERNEL_IMPLS:
+        raise ValueError(f"kernel impl must be one of {', '.join(KERNEL_IMPLS)}; got {impl!r}")
 
-    align_corners=False maps u to u/2 - 0.25: even u = 2j blends j-1 (0.25) and j (0.75), odd u = 2j+1 blends
-    j (0.75) and j+1 (0.25). Clamping the indices reproduces PyTorch's edge handling exactly.
+
+def _resolve(impl: str, device: torch.device) -> str:
+    """The impl that runs, "triton" or "torch", for ``impl`` on tensors on ``device``.
+
+    "auto" is Triton on CUDA tensors when it is installed, else the reference. ``VIDRESTORE_TRITON=0|1``
+    overrides "auto" only (tests and A/B runs without code changes); explicit impls ignore it.
     """
-    odd = u & 1
-    lo = (u >> 1) - 1 + odd
-    weight_lo = 0.25 + 0.5 * odd.to(tl.float32)
-    i0 = tl.minimum(tl.maximum(lo, 0), size - 1)
-    i1 = tl.minimum(tl.maximum(lo + 1, 0), size - 1)
-    return i0, i1, weight_lo
+    _check_impl(impl)
+    if impl != "auto":
+        return impl
+    flag = os.environ.get(ENV_VAR, "").strip()
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"{ENV_VAR} must be 0, 1 or unset, got {flag!r}")
+    if flag:
+        return "triton" if flag == "1" else "torch"
+    return "triton" if device.type == "cuda" and triton_available() else "torch"
 
 
-@triton.jit
-def _load_upsampled(base, uh, uw, h_src, w_src, stride_h, stride_w, mask):
-    """fp32 tile of the bilinear x2 upsample of the image at ``base`` (one pointer per column), at rows ``uh``
-    and columns ``uw`` of the upsampled grid: four gathers of the source, never the upsampled image."""
-    h0, h1, wh = _bilinear_x2(uh, h_src)
-    w0, w1, ww = _bilinear_x2(uw, w_src)
-    wh = wh[:, None]
-    ww = ww[:, None]
-    row0 = base + h0[:, None] * stride_h
-    row1 = base + h1[:, None] * stride_h
-    col0 = w0[:, None] * stride_w
-    col1 = w1[:, None] * stride_w
-    top = ww * tl.load(row0 + col0, mask=mask, other=0.0).to(tl.float32)
-    top += (1 - ww) * tl.load(row0 + col1, mask=mask, other=0.0).to(tl.float32)
-    bottom = ww * tl.load(row1 + col0, mask=mask, other=0.0).to(tl.float32)
-    bottom += (1 - ww) * tl.load(row1 + col1, mask=mask, other=0.0).to(tl.float32)
-    return wh * top + (1 - wh) * bottom
+def set_kernel_impl(module: nn.Module, impl: str) -> None:
+    """Run every modulated conv in ``module`` (e.g. a loaded GFP-GAN) with ``impl``, one of KERNEL_IMPLS.
 
-
-@triton.jit
-def _cast(x, dtype: tl.constexpr, ROUND_BF16: tl.constexpr):
-    """``x.to(dtype)``, rounding to nearest even by hand first if ROUND_BF16: the interpreter truncates."""
-    if ROUND_BF16 and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
-    return x.to(dtype)
-
-
-@triton.jit
-def _modconv_kernel(
-    x_ptr,
-    w_ptr,
-    style_ptr,
-    demod_ptr,
-    noise_ptr,
-    noise_weight_ptr,
-    bias_ptr,
-    sft_scale_ptr,
-    sft_shift_ptr,
-    skip_ptr,
-    out_ptr,
-    C_in,
-    C_out,
-    H_in,
-    W_in,
-    H,
-    W,
-    stride_xb,
-    stride_xc,
-    stride_xh,
-    stride_xw,
-    stride_noise_b,
-    sft_start,
-    stride_sft_b,
-    stride_sft_c,
-    stride_sft_m,
-    H_skip,
-    W_skip,
-    stride_skip_b,
-    stride_skip_c,
-    stride_skip_h,
-    stride_skip_w,
-    stride_ob,
-    stride_oc,
-    stride_om,
-    gain,
-    negative_slope,
-    KS: tl.constexpr,
-    UPSAMPLE: tl.constexpr,
-    DEMODULATE: tl.constexpr,
-    NOISE: tl.constexpr,
-    BIAS: tl.constexpr,
-    LEAKY: tl.constexpr,
-    SFT: tl.constexpr,
-    SKIP: tl.constexpr,
-    SKIP_UPSAMPLE: tl.constexpr,
-    UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    HW = H * W
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < HW
-    n_ok = offs_n < C_out
-    oh = offs_m // W
-    ow = offs_m % W
-
-    x_base = x_ptr + b * stride_xb
-    # tl.zeros and tl.cdiv are @jit library functions, which break the interpreter if triton was imported
-    # before TRITON_INTERPRET was set (as in a test run); builtins only.
-    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
-    for step in range(0, (C_in + BLOCK_K - 1) // BLOCK_K * KS * KS):
-        # Taps innermost: consecutive steps re-read the same channels, shifted, which stay in cache.
-        tap = step % (KS * KS)
-        c = (step // (KS * KS)) * BLOCK_K + offs_k
-        c_ok = c < C_in
-        uh = oh + tap // KS - KS // 2  # position in the conv's (upsampled) input; zero padding outside
-        uw = ow + tap % KS - KS // 2
-        inside = m_ok & (uh >= 0) & (uh < H) & (uw >= 0) & (uw < W)
-        mask = inside[:, None] & c_ok[None, :]
-        x_c = x_base + c[None, :] * stride_xc
-        if UPSAMPLE:
-            a = _load_upsampled(x_c, uh, uw, H_in, W_in, stride_xh, stride_xw, mask)
-        else:
-            offs_x = uh[:, None] * stride_xh + uw[:, None] * stride_xw
-            a = tl.load(x_c + offs_x, mask=mask, other=0.0).to(tl.float32)
-        style = tl.load(style_ptr + b * C_in + c, mask=c_ok, other=0.0)
-        # Modulate in fp32, then round to the operand dtype exactly as the tensor cores will see it.
-        a = _cast(a * style[None, :], w_ptr.dtype.element_ty, UPCAST)
-        w_offs = (tap * C_in + c)[:, None] * C_out + offs_n[None, :]
-        w = tl.load(w_ptr + w_offs, mask=c_ok[:, None] & n_ok[None, :], other=0.0)
-        if UPCAST:  # the interpreter computes low-precision dots wrongly; same rounded operands, fp32 dot
-            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, w, acc, input_precision="ieee")
-
-    if DEMODULATE:
-        acc *= tl.load(demod_ptr + b * C_out + offs_n, mask=n_ok, other=0.0)[None, :]
-    acc *= gain
-    if NOISE:
-        noise = tl.load(noise_ptr + b * stride_noise_b + offs_m, mask=m_ok, other=0.0).to(tl.float32)
-        acc += tl.load(noise_weight_ptr).to(tl.float32) * noise[:, None]
-    if BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    if LEAKY:
-        acc = tl.where(acc >= 0, acc, acc * negative_slope)
-    if SFT:  # CS-SFT on channels >= sft_start; the others get scale 1 and shift 0
-        sft_ok = m_ok[:, None] & (n_ok & (offs_n >= sft_start))[None, :]
-        sft_offs = (
-            b * stride_sft_b + (offs_n - sft_start)[None, :] * stride_sft_c + offs_m[:, None] * stride_sft_m
-        )
-        scale = tl.load(sft_scale_ptr + sft_offs, mask=sft_ok, other=1.0).to(tl.float32)
-        shift = tl.load(sft_shift_ptr + sft_offs, mask=sft_ok, other=0.0).to(tl.float32)
-        acc = acc * scale + shift
-    if SKIP:
-        skip_ok = m_ok[:, None] & n_ok[None, :]
-        skip_c = skip_ptr + b * stride_skip_b + offs_n[None, :] * stride_skip_c
-        if SKIP_UPSAMPLE:
-            acc += _load_upsampled(skip_c, oh, ow, H_skip, W_skip, stride_skip_h, stride_skip_w, skip_ok)
-        else:
-            skip_offs = oh[:, None] * stride_skip_h + ow[:, None] * stride_skip_w
-            acc += tl.load(skip_c + skip_offs, mask=skip_ok, other=0.0).to(tl.float32)
-
-    out_offs = b * stride_ob + offs_n[None, :] * stride_oc + offs_m[:, None] * stride_om
-    tl.store(
-        out_ptr + out_offs, _cast(acc, out_ptr.dtype.element_ty, UPCAST), mask=m_ok[:, None] & n_ok[None, :]
-    )
-
-
-INTERPRETED: bool = isinstance(_modconv_kernel, InterpretedFunction)  # fixed when the kernel was defined
-_KEY = ["C_in", "C_out", "H", "W", "KS", "UPSAMPLE", "SFT", "SKIP_UPSAMPLE"]
-_tuned_kernel = triton.autotune(
-    [_INTERPRETER_CONFIG] if INTERPRETED else _GPU_CONFIGS,
-    key=_KEY,
-    prune_configs_by={"early_config_prune": _fit},
-)(_modconv_kernel)
-
-
-def _flat_hw(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (B, C, H, W) with H and W mergeable into one pixel axis (true for NCHW and channels-last)."""
-    return t if t.stride(2) == t.shape[3] * t.stride(3) else t.contiguous()
+    A per-model choice rather than a process-wide switch: two engines in one process may differ. The modules
+    that call :func:`modulated_conv2d` carry a ``kernel_impl`` attribute, passed on every call.
+    """
+    _check_impl(impl)
+    for sub in module.modules():
+        if hasattr(sub, "kernel_impl"):
+            sub.kernel_impl = impl
 
 
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -266,10 +93,10 @@ def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
     style: torch.Tensor,
+    *,
     demodulate: bool,
     upsample: bool,
     padding: int,
-    *,
     gain: float = 1.0,
     noise: torch.Tensor | None = None,
     noise_weight: torch.Tensor | None = None,
@@ -280,29 +107,162 @@ def modulated_conv2d(
     skip_upsample: bool = False,
     channels_last: bool = True,
     out: torch.Tensor | None = None,
+    impl: str = "auto",
 ) -> torch.Tensor:
-    """The reference ``vidrestore.models.gfpgan.modulated_conv2d`` plus a fused epilogue, in one kernel.
+    """StyleGAN2 modulated conv with StyleConv's and ToRGB's epilogues: ``act(modconv(x) * gain + noise_weight
+    * noise + bias)``, then CS-SFT ``x*scale + shift`` on the last ``C_sft`` channels, then ``+ skip``.
 
-    Computes ``act(modconv(x) * gain + noise_weight * noise + bias)``, then ``x*scale + shift`` on the last
-    ``C_sft`` channels (``sft = (scale, shift)``, each (B, C_sft, H, W)), then adds ``skip`` (B, C_out, H, W),
-    or (B, C_out, H/2, W/2) bilinearly upsampled if ``skip_upsample``. ``weight`` is (C_out, C_in, k, k), odd
-    k, ``padding == k // 2``; ``style`` (B, C_in); ``noise`` (1 or B, 1, H, W); ``noise_weight`` 1 element
-    and ``bias`` C_out elements, both read on the device (no host sync: the call is CUDA-graph capturable);
-    ``act`` is LeakyReLU(negative_slope), or none if that is None. The result has x's dtype and is written
-    into ``out`` if given, else into a new tensor, channels-last unless ``channels_last=False``.
+    ``x`` (B, C_in, H, W) is bilinearly upsampled x2 first if ``upsample``; ``weight`` (C_out, C_in, k, k);
+    ``style`` (B, C_in); ``demodulate`` divides each output channel by its modulated weight's norm. ``noise``
+    (1 or B, 1, H', W') scaled by the 1-element ``noise_weight``; ``bias`` C_out elements; ``act`` is
+    LeakyReLU(negative_slope), none if None; ``sft = (scale, shift)``, each (B, C_sft, H', W'); ``skip``
+    (B, C_out, H', W'), or half size and bilinearly upsampled if ``skip_upsample``. Tensors are read on the
+    device (no host sync, so the call is CUDA-graph capturable). The result has x's dtype and goes into
+    ``out`` if given. ``channels_last`` is the Triton kernel's layout for a new result (its fast store); the
+    reference keeps PyTorch's layout.
+
+    ``impl``: "triton" (the fused kernel; compiled on CUDA tensors, Triton's interpreter on CPU tensors),
+    "torch" (the reference), or "auto" (Triton on CUDA when installed, else the reference; see ``ENV_VAR``).
+    The Triton kernel supports odd k with ``padding == k // 2`` only, which is what the model uses.
+    """
+    batch, c_in, h_in, w_in = x.shape
+    c_out, _, ks, _ = weight.shape
+    size = (2 * h_in, 2 * w_in) if upsample else (h_in, w_in)
+    _check("weight", weight, (c_out, c_in, ks, ks))
+    _check("style", style, (batch, c_in))
+    if noise is not None:
+        if noise.shape[0] not in (1, batch):
+            raise ValueError(f"noise has batch {noise.shape[0]}, expected 1 or {batch}")
+        _check("noise", noise, (noise.shape[0], 1, *size))
+        if noise_weight is None:
+            raise ValueError("noise needs noise_weight")
+        _check("noise_weight", noise_weight, (1,))
+    if bias is not None:
+        _check("bias", bias, (c_out,))
+    if sft is not None:
+        c_sft = sft[0].shape[1]
+        _check("sft scale", sft[0], (batch, c_sft, *size))
+        _check("sft shift", sft[1], (batch, c_sft, *size))
+    if skip is not None:
+        _check("skip", skip, (batch, c_out, *((size[0] // 2, size[1] // 2) if skip_upsample else size)))
+    if out is not None:
+        _check("out", out, (batch, c_out, *size))
+        if out.dtype != x.dtype:
+            raise ValueError(f"out has dtype {out.dtype}, expected x's {x.dtype}")
+
+    epilogue = {
+        "gain": gain,
+        "noise": noise,
+        "noise_weight": noise_weight,
+        "bias": bias,
+        "negative_slope": negative_slope,
+        "sft": sft,
+        "skip": skip,
+        "skip_upsample": skip_upsample,
+    }
+    if _resolve(impl, x.device) == "triton":
+        return _modconv_triton(
+            x, weight, style, demodulate, upsample, padding, channels_last, out, **epilogue
+        )
+    result = _modconv_ref(x, weight, style, demodulate, upsample, padding, **epilogue)
+    return result if out is None else out.copy_(result)
+
+
+def _modconv_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    style: torch.Tensor,
+    demodulate: bool,
+    upsample: bool,
+    padding: int,
+    *,
+    gain: float,
+    noise: torch.Tensor | None,
+    noise_weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    negative_slope: float | None,
+    sft: tuple[torch.Tensor, torch.Tensor] | None,
+    skip: torch.Tensor | None,
+    skip_upsample: bool,
+) -> torch.Tensor:
+    """The reference: plain PyTorch ops in x's dtype on any device, also what the tests run in float64.
+
+    ``conv(x, w * s) * d == conv(x * s, w) * d``, so the style scales the input channels and ONE conv with
+    the shared weight serves the whole batch. The demodulation ``d[b, o] = rsqrt(sum_i (sum_k w[o, i, k]^2)
+    * s[b, i]^2 + eps)`` is a small matmul, in fp32. In fp16 the weight and styles are first divided by
+    their inf-norms (NVIDIA stylegan2-ada) so that the un-demodulated conv cannot overflow; demodulation
+    cancels those per-row scales. The upsample commutes with the per-channel style scale, which is therefore
+    applied at the lower resolution.
+    """
+    batch = x.shape[0]
+    if demodulate and x.dtype == torch.float16:
+        fan_in = weight[0].numel()
+        weight = weight * (1 / math.sqrt(fan_in) / weight.abs().amax(dim=(1, 2, 3), keepdim=True))
+        style = style / style.abs().amax(dim=1, keepdim=True)
+    out = x * style.to(x.dtype).view(batch, -1, 1, 1)
+    if upsample:
+        out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+    out = F.conv2d(out, weight, padding=padding)
+    if demodulate:
+        weight_sq = weight.float().square().sum(dim=(2, 3))  # (C_out, C_in)
+        demod = torch.rsqrt(style.float().square() @ weight_sq.T + _EPS)  # (B, C_out)
+        out = out * demod.to(out.dtype).view(batch, -1, 1, 1)
+
+    if gain != 1:
+        out = out * gain
+    if noise is not None:
+        out = out + noise_weight * noise
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    if negative_slope is not None:
+        out = F.leaky_relu(out, negative_slope)
+    if sft is not None:  # with sft_half the first channels pass unchanged (realism), else all are modulated
+        scale, shift = sft
+        start = out.shape[1] - scale.shape[1]
+        modulated = torch.addcmul(shift, out[:, start:], scale)
+        out = modulated if start == 0 else torch.cat([out[:, :start], modulated], dim=1)
+    if skip is not None:
+        if skip_upsample:
+            skip = F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)
+        out = out + skip
+    return out
+
+
+def _flat_hw(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, C, H, W) with H and W mergeable into one pixel axis (true for NCHW and channels-last)."""
+    return t if t.stride(2) == t.shape[3] * t.stride(3) else t.contiguous()
+
+
+def _modconv_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    style: torch.Tensor,
+    demodulate: bool,
+    upsample: bool,
+    padding: int,
+    channels_last: bool,
+    out: torch.Tensor | None,
+    *,
+    gain: float,
+    noise: torch.Tensor | None,
+    noise_weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    negative_slope: float | None,
+    sft: tuple[torch.Tensor, torch.Tensor] | None,
+    skip: torch.Tensor | None,
+    skip_upsample: bool,
+) -> torch.Tensor:
+    """The fused kernel: compiled and autotuned on CUDA tensors, Triton's interpreter on CPU tensors.
+
+    Launched under ``x``'s CUDA device, so that tensors on ``cuda:1`` run (and autotune) on GPU 1. The
+    interpreter computes low-precision arithmetic wrongly, so there the kernel upcasts to fp32 and rounds
+    bf16 by hand (``UPCAST``).
     """
     batch, c_in, h_in, w_in = x.shape
     c_out, _, ks, _ = weight.shape
     height, width = (2 * h_in, 2 * w_in) if upsample else (h_in, w_in)
-    _check("weight", weight, (c_out, c_in, ks, ks))
     if ks % 2 == 0 or padding != ks // 2:
         raise ValueError(f"only odd kernels with 'same' padding are fused, got k={ks}, padding={padding}")
-    _check("style", style, (batch, c_in))
-    if x.device.type != "cuda" and not INTERPRETED:
-        raise RuntimeError(
-            f"the Triton kernels were compiled for CUDA, x is on {x.device}: set TRITON_INTERPRET=1 before "
-            "vidrestore.kernels first runs a kernel to use the CPU interpreter"
-        )
     if x.stride(1) != 1:  # channels-last: the GEMM's K axis contiguous (free for the 4 px constant input)
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -319,40 +279,26 @@ def modulated_conv2d(
     if out is None:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(batch, c_out, height, width, dtype=x.dtype, device=x.device, memory_format=layout)
-    _check("out", out, (batch, c_out, height, width))
-    if out.dtype != x.dtype or out.stride(2) != width * out.stride(3):
-        raise ValueError("out must have x's dtype and mergeable H, W strides (NCHW or channels-last)")
+    if out.stride(2) != width * out.stride(3):
+        raise ValueError("out must have mergeable H, W strides (NCHW or channels-last)")
     stride_noise_b = 0
     if noise is not None:
-        if noise.shape[0] not in (1, batch):
-            raise ValueError(f"noise has batch {noise.shape[0]}, expected 1 or {batch}")
-        _check("noise", noise, (noise.shape[0], 1, height, width))
         noise = noise.contiguous()
         stride_noise_b = height * width if noise.shape[0] > 1 else 0
-        _check("noise_weight", noise_weight, (1,))
-    if bias is not None:
-        _check("bias", bias, (c_out,))
     sft_scale = sft_shift = None
     sft_start, sft_strides = c_out, (0, 0, 0)
     if sft is not None:
         sft_scale, sft_shift = (_flat_hw(t) for t in sft)
-        c_sft = sft_scale.shape[1]
-        _check("sft scale", sft_scale, (batch, c_sft, height, width))
-        _check("sft shift", sft_shift, (batch, c_sft, height, width))
         if sft_shift.stride() != sft_scale.stride():
             sft_scale, sft_shift = sft_scale.contiguous(), sft_shift.contiguous()
-        sft_start = c_out - c_sft
+        sft_start = c_out - sft_scale.shape[1]
         sft_strides = (sft_scale.stride(0), sft_scale.stride(1), sft_scale.stride(3))
     skip_size, skip_strides = (0, 0), (0, 0, 0, 0)
     if skip is not None:
-        skip_size = (height // 2, width // 2) if skip_upsample else (height, width)
-        _check("skip", skip, (batch, c_out, *skip_size))
+        skip_size = tuple(skip.shape[2:])
         skip_strides = skip.stride()
 
-    def grid(meta: dict[str, Any]) -> tuple[int, int, int]:
-        return triton.cdiv(height * width, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]), batch
-
-    _tuned_kernel[grid](
+    args = (
         x,
         packed,
         style,
@@ -381,45 +327,27 @@ def modulated_conv2d(
         out.stride(3),
         gain,
         0.0 if negative_slope is None else negative_slope,
-        KS=ks,
-        UPSAMPLE=upsample,
-        DEMODULATE=demodulate,
-        NOISE=noise is not None,
-        BIAS=bias is not None,
-        LEAKY=negative_slope is not None,
-        SFT=sft is not None,
-        SKIP=skip is not None,
-        SKIP_UPSAMPLE=skip_upsample,
-        UPCAST=INTERPRETED,
     )
+    flags = {
+        "KS": ks,
+        "UPSAMPLE": upsample,
+        "DEMODULATE": demodulate,
+        "NOISE": noise is not None,
+        "BIAS": bias is not None,
+        "LEAKY": negative_slope is not None,
+        "SFT": sft is not None,
+        "SKIP": skip is not None,
+        "SKIP_UPSAMPLE": skip_upsample,
+        "UPCAST": not x.is_cuda,
+    }
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return -(-height * width // meta["BLOCK_M"]), -(-c_out // meta["BLOCK_N"]), batch
+
+    source = _triton()
+    if x.is_cuda:
+        with torch.cuda.device(x.device):  # the launch, and the autotuner's benchmarks, on x's GPU
+            source.tuned_kernel[grid](*args, **flags)
+    else:
+        source.interpreted_kernel[grid](*args, **flags, **source.INTERPRETER_BLOCKS)
     return out
-
-
-def compiled_kernels() -> dict[str, Any]:
-    """Resource usage of every compiled variant of the kernel (registers, spills, shared memory, tiles).
-
-    Meaningful on a GPU after the kernels have run (the autotuner loads every candidate); the benchmark writes
-    it into its JSON report so that register pressure and spills are on record with the timings.
-    """
-    variants = []
-    for device_cache in getattr(_modconv_kernel, "device_caches", {}).values():  # none in the interpreter
-        for compiled in device_cache[0].values():
-            names = _modconv_kernel.arg_names
-            constexprs = {names[path[0]]: value for path, value in compiled.src.constants.items()}
-            variants.append(
-                {
-                    "name": compiled.name,
-                    **{
-                        k: v if isinstance(v, int | float) else str(v)
-                        for k, v in constexprs.items()
-                        if k.isupper()
-                    },
-                    "num_warps": compiled.metadata.num_warps,
-                    "num_stages": compiled.metadata.num_stages,
-                    "n_regs": getattr(compiled, "n_regs", None),
-                    "n_spills": getattr(compiled, "n_spills", None),
-                    "shared_bytes": compiled.metadata.shared,
-                }
-            )
-    best = {str(key): str(cfg) for key, cfg in _tuned_kernel.cache.items()}
-    return {"best_config_per_shape": best, "variants": variants}

@@ -113,3 +113,26 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_checkpoint, astronaut):
     assert calls == [5, 4, 2, 2, 1] and r.batch_size == 2
     r.model = model
     torch.testing.assert_close(out, r.restore_faces(crops))
+
+
+def test_the_kernel_choice_travels_in_the_engine_options(tiny_checkpoint):
+    """``kernels`` reaches every modulated conv of the loaded model; the two impls agree (Triton through its
+    interpreter on the CPU, an explicit request that changes no environment variable)."""
+    import os
+
+    before = dict(os.environ)
+    engines = {
+        impl: FaceRestorer(
+            EngineOptions(weights=tiny_checkpoint, detector="centerface", kernels=impl), progress=False
+        )
+        for impl in ("torch", "triton")
+    }
+    for impl, engine in engines.items():
+        impls = {m.kernel_impl for m in engine.model.modules() if hasattr(m, "kernel_impl")}
+        assert impls == {impl}
+    crops = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        engines["triton"].restore_faces(crops), engines["torch"].restore_faces(crops), atol=1e-4, rtol=0
+    )
+    for name in ("TRITON_INTERPRET", "VIDRESTORE_TRITON"):  # (torch's own caches may set TORCHINDUCTOR_*)
+        assert os.environ.get(name) == before.get(name)

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.official import official_gfpgan
+from vidrestore import kernels
 from vidrestore.errors import VidrestoreError, WeightsError
 from vidrestore.models.checkpoint import load_gfpgan
-from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, modulated_conv2d
+from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 # Every code path of the official layout (U-Net, different_w, CS-SFT, channel_multiplier at 64 px), tiny.
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.125, num_mlp=2)
@@ -223,7 +224,15 @@ def test_official_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) ->
         baseline._official_module.cache_clear()
 
 
-# --- the modulated conv ----------------------------------------------------------------------------------
+# --- the modulated conv (the torch reference; tests/test_kernels.py holds it against the Triton kernel) ----
+
+
+def _modconv_torch(
+    x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, demodulate: bool, upsample: bool, padding: int
+) -> torch.Tensor:
+    return kernels.modulated_conv2d(
+        x, weight, style, demodulate=demodulate, upsample=upsample, padding=padding, impl="torch"
+    )
 
 
 def _textbook_modconv(
@@ -246,7 +255,7 @@ def test_modulated_conv_matches_per_sample_weights(demodulate: bool, upsample: b
     x, style = torch.randn(3, 16, 8, 8), torch.randn(3, 16)
     weight = torch.randn(24, 16, k, k) / math.sqrt(16 * k * k)
     expected = _textbook_modconv(x, weight, style, demodulate, upsample, k // 2)
-    actual = modulated_conv2d(x, weight, style, demodulate, upsample, k // 2)
+    actual = _modconv_torch(x, weight, style, demodulate, upsample, k // 2)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -259,7 +268,7 @@ def test_modulated_conv_fp16_does_not_overflow() -> None:
     expected = _textbook_modconv(x, weight, style, True, True, 1)
     plain = F.conv2d((x * style[:, :, None, None]).half(), weight.half(), padding=1)
     assert not torch.isfinite(plain).all()
-    actual = modulated_conv2d(x.half(), weight.half(), style.half(), True, True, 1).float()
+    actual = _modconv_torch(x.half(), weight.half(), style.half(), True, True, 1).float()
     assert torch.isfinite(actual).all()
     torch.testing.assert_close(actual, expected, atol=0.01 * expected.abs().max().item(), rtol=0)
 

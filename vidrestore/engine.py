@@ -21,6 +21,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
 from vidrestore.options import EngineOptions
 
@@ -102,6 +103,8 @@ class FaceRestorer:
                 path, device=self.device, dtype=self.dtype, config=options.model_config
             )
             self.face_size = self.model.face_size
+            if isinstance(self.model, torch.nn.Module):
+                set_kernel_impl(self.model, options.kernels)
         self.template = self.spec.template_for(self.face_size)
         self.controls = {name: getattr(options, name) for name in self.spec.controls}
         self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.face_size)

@@ -12,17 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# facexlib's 5-point FFHQ template for a 512 crop: eyes, nose, mouth corners (image left first).
-FFHQ_TEMPLATE_512 = np.array(
-    [
-        [192.98138, 239.94708],
-        [318.90277, 240.1936],
-        [256.63416, 314.01935],
-        [201.26117, 371.41043],
-        [313.08905, 371.15118],
-    ],
-    dtype=np.float32,
-)
+from vidrestore.faces.templates import FFHQ_TEMPLATE_512
+
 # The grey facexlib fills outside the frame with; GFP-GAN was trained on crops padded with it.
 BORDER_RGB = (132 / 255, 133 / 255, 135 / 255)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.faces.alignment import FFHQ_TEMPLATE_512
+from vidrestore.faces.templates import FFHQ_TEMPLATE_512
 
 
 class Restorer(Protocol):

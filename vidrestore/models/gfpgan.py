@@ -4,7 +4,9 @@ Module and attribute names mirror the official implementation so that the publis
 ``strict=True``; the forward pass is restructured for batched, deterministic, mixed-precision inference:
 
 * the modulated conv scales activations and runs one shared-weight conv for the whole batch instead of
-  building a per-sample weight tensor for a grouped conv (see :func:`modulated_conv2d`);
+  building a per-sample weight tensor for a grouped conv, with StyleConv's and ToRGB's epilogues fused: one
+  call of :func:`vidrestore.kernels.modulated_conv2d` per layer, Triton or PyTorch by ``kernel_impl`` (see
+  :func:`vidrestore.kernels.set_kernel_impl`);
 * the stored noise buffers are used unless ``randomize_noise=True``, so a face gives the same output on every
   call (fresh noise per frame is a source of video flicker);
 * the U-Net's intermediate ``toRGB`` heads are kept for checkpoint compatibility but not computed.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +34,11 @@ __all__ = [
     "StyleConv",
     "StyleGAN2GeneratorCSFT",
     "ToRGB",
-    "modulated_conv2d",
 ]
 
 _LRELU_SLOPE = 0.2
 _EPS = 1e-8
+_SQRT2 = math.sqrt(2)
 
 
 @dataclass(frozen=True)
@@ -72,52 +75,6 @@ class GFPGANConfig:
         return int(16384 // resolution * self.channel_multiplier * narrow)
 
 
-def modulated_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    style: torch.Tensor,
-    demodulate: bool,
-    upsample: bool,
-    padding: int,
-) -> torch.Tensor:
-    """StyleGAN2 modulated convolution without a per-sample weight tensor.
-
-    ``conv(x, w * s) * d == conv(x * s, w) * d``, so the style scales the input channels and ONE conv with
-    the shared ``weight`` (C_out, C_in, k, k) serves the whole batch; ``style`` is (B, C_in). The
-    demodulation coefficients ``d[b, o] = rsqrt(sum_i (sum_k w[o, i, k]^2) * s[b, i]^2 + eps)`` are a small
-    matmul, computed in fp32. In fp16 the weight and styles are first divided by their inf-norms (NVIDIA
-    stylegan2-ada) so the un-demodulated conv cannot overflow; demodulation cancels those per-row scales.
-    Upsampling is a bilinear x2 before the conv; it commutes with the per-channel style scale, which is
-    therefore applied at the lower resolution. This function is the reference a fused kernel must match.
-    """
-    batch = x.shape[0]
-    if demodulate and x.dtype == torch.float16:
-        fan_in = weight[0].numel()
-        weight = weight * (1 / math.sqrt(fan_in) / weight.abs().amax(dim=(1, 2, 3), keepdim=True))
-        style = style / style.abs().amax(dim=1, keepdim=True)
-    x = x * style.to(x.dtype).view(batch, -1, 1, 1)
-    if upsample:
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-    out = F.conv2d(x, weight, padding=padding)
-    if demodulate:
-        weight_sq = weight.float().square().sum(dim=(2, 3))  # (C_out, C_in)
-        demod = torch.rsqrt(style.float().square() @ weight_sq.T + _EPS)  # (B, C_out)
-        out = out * demod.to(out.dtype).view(batch, -1, 1, 1)
-    return out
-
-
-def _sft(out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """CS-SFT ``x * scale + shift`` on the last ``scale.shape[1]`` channels of ``out``.
-
-    With sft_half the conditions have half the channels, so the first half passes unchanged (realism);
-    otherwise they cover all of them.
-    """
-    start = out.shape[1] - scale.shape[1]
-    if start == 0:
-        return torch.addcmul(shift, out, scale)
-    return torch.cat([out[:, :start], torch.addcmul(shift, out[:, start:], scale)], dim=1)
-
-
 class NormStyleCode(nn.Module):
     """Pixel-norm of the style code along dim 1 (as upstream, also when given a (B, N, C) code)."""
 
@@ -126,7 +83,8 @@ class NormStyleCode(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """The checkpoint's ``modulation`` Linear and (1, C_out, C_in, k, k) ``weight``; see modulated_conv2d."""
+    """The checkpoint's ``modulation`` Linear and (1, C_out, C_in, k, k) ``weight``, and the layer's one call
+    of :func:`vidrestore.kernels.modulated_conv2d` (with the owner's epilogue), run with ``kernel_impl``."""
 
     def __init__(
         self,
@@ -141,6 +99,7 @@ class ModulatedConv2d(nn.Module):
         self.demodulate = demodulate
         self.upsample = upsample
         self.padding = kernel_size // 2
+        self.kernel_impl = "auto"  # see vidrestore.kernels.set_kernel_impl
         self.modulation = nn.Linear(num_style_feat, in_channels)
         nn.init.normal_(self.modulation.weight, std=1 / math.sqrt(num_style_feat))
         nn.init.ones_(self.modulation.bias)  # styles start at 1: the conv starts as a plain conv
@@ -149,18 +108,29 @@ class ModulatedConv2d(nn.Module):
             torch.randn(1, out_channels, in_channels, kernel_size, kernel_size) / math.sqrt(fan_in)
         )
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return modulated_conv2d(
-            x, self.weight[0], self.modulation(style), self.demodulate, self.upsample, self.padding
+    def forward(self, x: torch.Tensor, style: torch.Tensor, **epilogue: Any) -> torch.Tensor:
+        """``epilogue``: the keyword arguments of vidrestore.kernels.modulated_conv2d after ``padding``."""
+        return kernels.modulated_conv2d(
+            x,
+            self.weight[0],
+            self.modulation(style),
+            demodulate=self.demodulate,
+            upsample=self.upsample,
+            padding=self.padding,
+            impl=self.kernel_impl,
+            **epilogue,
         )
 
     def extra_repr(self) -> str:
         _, c_out, c_in, k, _ = self.weight.shape
-        return f"{c_in}, {c_out}, kernel_size={k}, demodulate={self.demodulate}, upsample={self.upsample}"
+        return (
+            f"{c_in}, {c_out}, kernel_size={k}, demodulate={self.demodulate}, upsample={self.upsample}, "
+            f"kernel_impl={self.kernel_impl!r}"
+        )
 
 
 class StyleConv(nn.Module):
-    """Modulated conv, then ``* sqrt(2) + weight * noise + bias`` and LeakyReLU(0.2)."""
+    """Modulated conv, then ``* sqrt(2) + weight * noise + bias`` and LeakyReLU(0.2), in one op call."""
 
     def __init__(
         self,
@@ -187,35 +157,22 @@ class StyleConv(nn.Module):
         """``noise`` is a stored (1, 1, H, W) map shared by the batch, or None for fresh per-sample noise.
 
         ``sft`` = (scale, shift) applies the CS-SFT ``x*scale + shift`` to the last ``scale.shape[1]`` output
-        channels (see :func:`_sft`); the fused kernel does it in its epilogue.
+        channels; with sft_half that is half of them, the first half passing unchanged (realism).
         """
-        if kernels.use_triton(x.device):
-            conv = self.modulated_conv
-            if noise is None:
-                batch, _, height, width = x.shape
-                size = (2 * height, 2 * width) if conv.upsample else (height, width)
-                noise = torch.randn(batch, 1, *size, dtype=x.dtype, device=x.device)
-            return kernels.modulated_conv2d(
-                x,
-                conv.weight[0],
-                conv.modulation(style),
-                True,
-                conv.upsample,
-                conv.padding,
-                gain=math.sqrt(2),
-                noise=noise,
-                noise_weight=self.weight,
-                bias=self.bias.view(-1),
-                negative_slope=_LRELU_SLOPE,
-                sft=sft,
-            )
-        out = self.modulated_conv(x, style) * math.sqrt(2)
-        if noise is None:
-            batch, _, height, width = out.shape
-            noise = torch.randn(batch, 1, height, width, dtype=out.dtype, device=out.device)
-        out = out + self.weight * noise + self.bias
-        out = F.leaky_relu(out, _LRELU_SLOPE, inplace=True)
-        return out if sft is None else _sft(out, *sft)
+        if noise is None:  # drawn here, so that every impl gets the same noise for one seed
+            batch, _, height, width = x.shape
+            size = (2 * height, 2 * width) if self.modulated_conv.upsample else (height, width)
+            noise = torch.randn(batch, 1, *size, dtype=x.dtype, device=x.device)
+        return self.modulated_conv(
+            x,
+            style,
+            gain=_SQRT2,
+            noise=noise,
+            noise_weight=self.weight,
+            bias=self.bias.view(-1),
+            negative_slope=_LRELU_SLOPE,
+            sft=sft,
+        )
 
 
 class ToRGB(nn.Module):
@@ -228,26 +185,14 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        if kernels.use_triton(x.device):
-            conv = self.modulated_conv
-            return kernels.modulated_conv2d(
-                x,
-                conv.weight[0],
-                conv.modulation(style),
-                False,
-                False,
-                conv.padding,
-                bias=self.bias.view(-1),
-                skip=skip,
-                skip_upsample=self.upsample,
-                channels_last=False,
-            )
-        out = self.modulated_conv(x, style) + self.bias
-        if skip is not None:
-            if self.upsample:
-                skip = F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)
-            out = out + skip
-        return out
+        return self.modulated_conv(
+            x,
+            style,
+            bias=self.bias.view(-1),
+            skip=skip,
+            skip_upsample=self.upsample,
+            channels_last=False,
+        )
 
 
 class ConstantInput(nn.Module):

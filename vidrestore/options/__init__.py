@@ -16,7 +16,6 @@ from vidrestore.options.flags import add_arguments, from_arguments, markdown_tab
 from vidrestore.options.kinds import Choice, FilePath, Flag, KeyValues, Kind, Number, Seconds, Text
 from vidrestore.options.layers import (
     DTYPES,
-    KERNELS,
     LAYERS,
     EncodeOptions,
     EngineOptions,
@@ -32,7 +31,6 @@ from vidrestore.options.table import TABLE, Front, Layer, OptionError, Setting, 
 
 __all__ = [
     "DTYPES",
-    "KERNELS",
     "LAYERS",
     "TABLE",
     "Choice",

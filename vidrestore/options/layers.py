@@ -30,13 +30,18 @@ def _resolve_model(name: str) -> str | None:
     return canonical_name(name)
 
 
+def _kernel_impls() -> tuple[str, ...]:
+    from vidrestore.kernels import KERNEL_IMPLS
+
+    return KERNEL_IMPLS
+
+
 def _detectors() -> tuple[str, ...]:
     from vidrestore.faces.detection import DETECTORS
 
     return DETECTORS
 
 
-KERNELS = ("auto", "triton", "torch")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -69,7 +74,7 @@ class EngineOptions(Layer):
     )
     kernels: str = setting(
         "auto",
-        Choice(lambda: KERNELS),
+        Choice(_kernel_impls),
         "modulated-conv implementation: auto (fused Triton kernels on CUDA, PyTorch elsewhere), triton "
         "(on the CPU through Triton's interpreter: slow, for checking), torch (default: auto)",
         flag_aliases=(("--no-triton", "torch"),),
