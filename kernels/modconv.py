@@ -19,7 +19,7 @@ import math
 import os
 from functools import cache
 from types import ModuleType
-from typing import Final
+from typing import Final, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,19 @@ def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
 
 
+class Epilogue(NamedTuple):
+    """What follows the conv in StyleConv and ToRGB, as both impls take it (see :func:`modulated_conv2d`)."""
+
+    gain: float
+    noise: torch.Tensor | None
+    noise_weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    negative_slope: float | None
+    sft: tuple[torch.Tensor, torch.Tensor] | None
+    skip: torch.Tensor | None
+    skip_upsample: bool
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -125,6 +138,8 @@ def modulated_conv2d(
     "torch" (the reference), or "auto" (Triton on CUDA when installed, else the reference; see ``ENV_VAR``).
     The Triton kernel supports odd k with ``padding == k // 2`` only, which is what the model uses.
     """
+    # Long for its checks: a wrong shape would make the kernel read out of bounds, so every tensor is checked
+    # here, once, before either impl runs.
     batch, c_in, h_in, w_in = x.shape
     c_out, _, ks, _ = weight.shape
     size = (2 * h_in, 2 * w_in) if upsample else (h_in, w_in)
@@ -150,21 +165,10 @@ def modulated_conv2d(
         if out.dtype != x.dtype:
             raise ValueError(f"out has dtype {out.dtype}, expected x's {x.dtype}")
 
-    epilogue = {
-        "gain": gain,
-        "noise": noise,
-        "noise_weight": noise_weight,
-        "bias": bias,
-        "negative_slope": negative_slope,
-        "sft": sft,
-        "skip": skip,
-        "skip_upsample": skip_upsample,
-    }
+    epilogue = Epilogue(gain, noise, noise_weight, bias, negative_slope, sft, skip, skip_upsample)
     if _resolve(impl, x.device) == "triton":
-        return _modconv_triton(
-            x, weight, style, demodulate, upsample, padding, channels_last, out, **epilogue
-        )
-    result = _modconv_ref(x, weight, style, demodulate, upsample, padding, **epilogue)
+        return _modconv_triton(x, weight, style, demodulate, upsample, padding, channels_last, out, epilogue)
+    result = _modconv_ref(x, weight, style, demodulate, upsample, padding, epilogue)
     return result if out is None else out.copy_(result)
 
 
@@ -175,15 +179,7 @@ def _modconv_ref(
     demodulate: bool,
     upsample: bool,
     padding: int,
-    *,
-    gain: float,
-    noise: torch.Tensor | None,
-    noise_weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    negative_slope: float | None,
-    sft: tuple[torch.Tensor, torch.Tensor] | None,
-    skip: torch.Tensor | None,
-    skip_upsample: bool,
+    epilogue: Epilogue,
 ) -> torch.Tensor:
     """The reference: plain PyTorch ops in x's dtype on any device, also what the tests run in float64.
 
@@ -194,6 +190,7 @@ def _modconv_ref(
     cancels those per-row scales. The upsample commutes with the per-channel style scale, which is therefore
     applied at the lower resolution.
     """
+    gain, noise, noise_weight, bias, negative_slope, sft, skip, skip_upsample = epilogue
     batch = x.shape[0]
     if demodulate and x.dtype == torch.float16:
         fan_in = weight[0].numel()
@@ -242,15 +239,7 @@ def _modconv_triton(
     padding: int,
     channels_last: bool,
     out: torch.Tensor | None,
-    *,
-    gain: float,
-    noise: torch.Tensor | None,
-    noise_weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    negative_slope: float | None,
-    sft: tuple[torch.Tensor, torch.Tensor] | None,
-    skip: torch.Tensor | None,
-    skip_upsample: bool,
+    epilogue: Epilogue,
 ) -> torch.Tensor:
     """The fused kernel: compiled and autotuned on CUDA tensors, Triton's interpreter on CPU tensors.
 
@@ -258,6 +247,9 @@ def _modconv_triton(
     interpreter computes low-precision arithmetic wrongly, so there the kernel upcasts to fp32 and rounds
     bf16 by hand (``UPCAST``).
     """
+    # Long because a Triton launch takes every pointer, size, stride and flag positionally: the packing
+    # stays in one place, in the kernel's argument order.
+    gain, noise, noise_weight, bias, negative_slope, sft, skip, skip_upsample = epilogue
     batch, c_in, h_in, w_in = x.shape
     c_out, _, ks, _ = weight.shape
     height, width = (2 * h_in, 2 * w_in) if upsample else (h_in, w_in)

@@ -157,6 +157,8 @@ def _modconv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
+    # One long kernel by design: the point of fusing is that nothing leaves registers between the GEMM and
+    # the single store, so the loads, the GEMM loop and every epilogue step live in this one body.
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
