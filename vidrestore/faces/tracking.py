@@ -24,8 +24,8 @@ the same track and shot (a Savitzky-Golay relative with a bandwidth chosen per f
   out of the noise (a positive-part James-Stein factor): extrapolating a slope that is only noise would add
   noise, not remove it.
 
-``temporal_eval`` measures the alternatives (Gaussian average, fixed local-linear, Savitzky-Golay, RTS,
-forward-backward One-Euro) on the same clips; this one was the best balance of noise and lag.
+``benchmarks/smoothers.py`` measures the alternatives (Gaussian average, fixed local-linear, Savitzky-Golay,
+RTS, forward-backward One-Euro) on the same clips; this one was the best balance of noise and lag.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MAX_SIGMA = 8.0  # frames: the widest Gaussian the plug-in rule picks
 MIN_SIGMA = 1.0  # frames: the narrowest, however fast the face accelerates
 # The plug-in optimum assumes independent noise from frame to frame; the detector's errors are correlated
 # over frames (its grid error changes slowly with the face's position), so the rule underestimates the
-# variance. 1.5 times its bandwidth measured best (``temporal_eval``'s candidates): this is strength 1.
+# variance. 1.5 times its bandwidth measured best (``benchmarks/smoothers.py``): this is strength 1.
 BANDWIDTH_FACTOR = 1.5
 CURVATURE_SIGNIFICANCE = 2.5  # an acceleration counts once its square exceeds this many times its variance
 SLOPE_SIGNIFICANCE = 4.0  # the same for a velocity, where the window is one-sided
