@@ -117,3 +117,13 @@ def test_the_cli_writes_exactly_what_the_stream_returns(tmp_path, tiny_checkpoin
 
 def run_tags(stream: FaceStream, items: list[np.ndarray]) -> list:
     return [r for i, f in enumerate(items) for r in stream.push(f, i)] + stream.flush()
+
+
+def test_a_cut_given_by_the_caller_ends_every_track(engine):
+    clip = frames(24)
+    for cut, tracks in ((None, [(0, 23)]), (12, [(0, 11), (12, 23)])):
+        stream = FaceStream(engine, TemporalOptions(frame_batch=4))
+        for i, f in enumerate(clip):
+            stream.push(f, i, cut=None if cut is None else i == cut)
+        stream.flush()
+        assert [(t.first_frame, t.last_frame) for t in stream.tracks()] == tracks

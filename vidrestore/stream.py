@@ -65,6 +65,7 @@ class _Frame:
     pixels: torch.Tensor  # (3, H, W) on the engine's device, the input's sample type
     top: float | None  # the integer code value of 1.0; None: float samples in [0, 1]
     restore: bool
+    cut: bool | None  # the caller's shot boundary, or None: detected
 
 
 class FaceStream:
@@ -101,14 +102,17 @@ class FaceStream:
         self._pending: deque[_Frame] = deque()  # detected, waiting for their look-ahead
         self._ready: list[tuple[_Frame, list[TrackedFace]]] = []  # final, waiting for a full restore batch
 
-    def push(self, rgb: np.ndarray, tag: Any = None, *, restore: bool = True) -> list[StreamResult]:
+    def push(
+        self, rgb: np.ndarray, tag: Any = None, *, restore: bool = True, cut: bool | None = None
+    ) -> list[StreamResult]:
         """Add the next frame; returns the frames that became final, in order (often none).
 
         ``rgb`` is (H, W, 3) RGB (any strides): uint8, uint16, or float in [0, 1]. ``tag`` comes back with
         the frame's result (default: its index in the stream). ``restore=False`` tracks the frame without
-        restoring it or returning it: context for the frames around it.
+        restoring it or returning it: context for the frames around it. ``cut`` says whether a new shot starts
+        at this frame, for callers who know their cuts (an edit list); None: the scene-cut detector decides.
         """
-        frame = self._upload(rgb, self._next if tag is None else tag, restore)
+        frame = self._upload(rgb, self._next if tag is None else tag, restore, cut)
         self._next += 1
         if self._batch and self._batch[0].pixels.shape != frame.pixels.shape:
             self._detect_batch()  # a new size starts a new batch
@@ -127,7 +131,7 @@ class FaceStream:
         """The tracks seen so far (first and last frame, faces), as the run report lists them."""
         return self._stabilizer.tracks()
 
-    def _upload(self, rgb: np.ndarray, tag: Any, restore: bool) -> _Frame:
+    def _upload(self, rgb: np.ndarray, tag: Any, restore: bool, cut: bool | None) -> _Frame:
         """One upload per frame: the samples stay on the device, in their own type, until restored."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"a frame must be (H, W, 3) RGB, not {rgb.shape}")
@@ -137,12 +141,12 @@ class FaceStream:
         t0 = time.perf_counter()
         pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.engine.device, non_blocking=True)
         self.engine.timings["upload"] += time.perf_counter() - t0
-        return _Frame(tag, rgb, pixels.permute(2, 0, 1), top, restore)
+        return _Frame(tag, rgb, pixels.permute(2, 0, 1), top, restore, cut)
 
     def _detect_batch(self) -> list[StreamResult]:
         """Cut detection, the schedule and the detector over the buffered batch; then track each frame."""
         batch, self._batch = self._batch, []
-        cuts = [self._cuts(_eight_bit(f.rgb)) for f in batch]
+        cuts = [self._cuts(_eight_bit(f.rgb)) if f.cut is None else f.cut for f in batch]
         wanted = [i for i, cut in enumerate(cuts) if self._schedule(cut)]
         found: dict[int, Faces] = {}
         if wanted:

@@ -112,8 +112,12 @@ def _stored(run: Run) -> Callable[[torch.Tensor, Sequence[Hashable]], list[Faces
 
 
 def _stream(stream: FaceStream, run: Run) -> list[StreamResult]:
-    """Every frame of the run's clip through ``stream``, checked to come back once each, in order."""
-    out = [r for frame in run.clip.frames for r in stream.push(frame)] + stream.flush()
+    """Every frame of the run's clip through ``stream``, checked to come back once each, in order.
+
+    The run's cuts (found by the same scene-cut detector in :func:`detect_clip`) are handed in with the
+    frames, like its detections, so that a test can take them away."""
+    out = [r for i, frame in enumerate(run.clip.frames) for r in stream.push(frame, cut=i in run.cuts)]
+    out += stream.flush()
     if [r.tag for r in out] != list(range(len(run.found))):
         raise RuntimeError("the stream must return every frame once, in order")
     return out
