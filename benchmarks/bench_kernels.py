@@ -1,6 +1,6 @@
 """Time the fused Triton modulated-conv kernels on a CUDA GPU: per StyleConv layer and for the whole GFP-GAN.
 
-    python benchmarks/bench_kernels.py --out bench-out/kernels.json
+    python -m benchmarks.bench_kernels --out bench-out/kernels.json
 
 Variants, each at 512 px on the same random weights (random weights cost what the released ones do):
 

@@ -4,7 +4,7 @@ Random weights cost exactly what the released ones do (same layout, same FLOPs),
 Both models get the same input; the official one runs its own way (a grouped per-sample conv). Every output is
 compared with the official fp32 output for the same batch.
 
-    PYTHONPATH=. python benchmarks/bench_model.py [--out bench-out/model_cpu.json] [--batches 1 4] [--runs 3]
+    python -m benchmarks.bench_model [--out bench-out/model_cpu.json] [--batches 1 4] [--runs 3]
 
 (PYTHONPATH is not needed once vidrestore is installed.)
 """

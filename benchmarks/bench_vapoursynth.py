@@ -12,7 +12,7 @@ runs alternate between the two sides (the best of each is reported):
 On the CPU use the tiny model (the default here); with a GPU, ``--full`` times the 512 model. The goal is
 vspipe at 80 % or more of the CLI's frames per second.
 
-    python benchmarks/bench_vapoursynth.py [--full] [--seconds 4] [--size 1280x720] [--out bench-out/vs.json]
+    python -m benchmarks.bench_vapoursynth [--full] [--seconds 4] [--size 1280x720] [--out bench-out/vs.json]
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_video import TINY, make_clip, save_weights
-
+from benchmarks.bench_video import TINY, make_clip, save_weights
 from vidrestore.engine import FaceRestorer
 from vidrestore.models.gfpgan import GFPGANConfig
 from vidrestore.options import VideoOptions
@@ -42,7 +41,7 @@ core = vs.core
 clip = core.bs.VideoSource({src!r}, cachemode=0)
 rgb = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in_s="709")
 rgb = restore(rgb, weights={weights!r}, detector={detector!r}, device={device!r}, dtype={dtype!r},
-              detect_size={detect_size!r}, batch={batch!r})
+              detect_size={detect_size!r}, frame_batch={frame_batch!r})
 core.resize.Bicubic(rgb, format=clip.format.id, matrix_s="709").set_output()
 """
 

@@ -11,7 +11,7 @@ plus AAC audio. Both sides run in this process on the same clip, detector and we
 
 On the CPU use the tiny model (the default here); with a GPU, ``--full`` times the 512 model.
 
-    python benchmarks/bench_video.py [--full] [--seconds 2] [--device auto] [--out bench-out/video.json]
+    python -m benchmarks.bench_video [--full] [--seconds 2] [--device auto] [--out bench-out/video.json]
 """
 
 from __future__ import annotations
