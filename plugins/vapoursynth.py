@@ -221,16 +221,20 @@ class _SegmentFilter:
         hi = min(self.length, -(-(s1 + self.temporal.window) // b) * b)
         stream = FaceStream(self.restorer, self.temporal, start=lo, detect=self._detect)
 
-        def push(frames: list[tuple[int, np.ndarray]]) -> list[StreamResult]:
-            return [r for n, rgb in frames for r in stream.push(rgb, n, restore=s0 <= n < s1)]
+        def keep(results: list[StreamResult]) -> list[tuple[int, _Result]]:
+            """Each frame's patch as soon as it is out, not the whole frame: a segment is many frames."""
+            return [(r.tag, _Result.of(r, self.dtype)) for r in results]
 
-        results: list[StreamResult] = []
+        def push(frames: list[tuple[int, np.ndarray]]) -> list[tuple[int, _Result]]:
+            return keep([r for n, rgb in frames for r in stream.push(rgb, n, restore=s0 <= n < s1)])
+
+        done: list[tuple[int, _Result]] = []
         for start in range(lo, hi, b):
-            results += self._on_engine(push, [(n, self._read(n)) for n in range(start, min(start + b, hi))])
-        results += self._on_engine(stream.flush)
-        if [r.tag for r in results] != list(range(s0, s1)):
-            raise RuntimeError(f"segment {k} restored frames {[r.tag for r in results]}, not {s0}..{s1 - 1}")
-        return _renumber([_Result.of(r, self.dtype) for r in results])
+            done += self._on_engine(push, [(n, self._read(n)) for n in range(start, min(start + b, hi))])
+        done += self._on_engine(lambda: keep(stream.flush()))
+        if [n for n, _ in done] != list(range(s0, s1)):
+            raise RuntimeError(f"segment {k} restored frames {[n for n, _ in done]}, not {s0}..{s1 - 1}")
+        return _renumber([result for _, result in done])
 
     def _on_engine[T](self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` on the engine thread and wait for it."""

@@ -73,14 +73,24 @@ def test_ten_bit_and_float_frames_keep_their_type(engine):
         FaceStream(engine).push(clip[0][..., 0])
 
 
-def test_a_new_frame_size_mid_stream(engine):
+def test_a_new_frame_size_mid_stream_loses_no_frame(engine):
+    """A new size starts a new batch; frames the old batch finalises then are returned, not dropped."""
     small = [render(96, 72, (30, 20, 36, 36)) for _ in range(3)]
-    out = run(FaceStream(engine, TemporalOptions(frame_batch=4)), frames(3) + small)
-    assert [None if r.rgb is None else r.rgb.shape for r in out][3:] in (
-        [(72, 96, 3)] * 3,
-        [None] * 3,
-    )
-    assert [r.tag for r in out] == [f"frame {i}" for i in range(6)]
+    for temporal in (TemporalOptions(frame_batch=4), TemporalOptions(frame_batch=2, smooth_window=1)):
+        out = run(FaceStream(engine, temporal), frames(3) + small)
+        assert [r.tag for r in out] == [f"frame {i}" for i in range(6)]
+        assert {r.rgb.shape for r in out[3:] if r.rgb is not None} <= {(72, 96, 3)}
+
+
+def test_the_callers_frames_are_not_changed(engine):
+    clip = [f.astype(np.float32) / 200 for f in frames(4)]  # values above 1, clipped by the stream
+    clip[0][0, 0] = np.nan
+    before = [f.copy() for f in clip]
+    out = run(FaceStream(engine, TemporalOptions(frame_batch=4)), clip)
+    for f, b in zip(clip, before, strict=True):
+        assert np.array_equal(f, b, equal_nan=True)
+    half = run(FaceStream(engine, TemporalOptions(frame_batch=4)), [f.astype(np.float16) for f in before])
+    assert {r.rgb.dtype for r in half if r.rgb is not None} == {np.dtype(np.float16)} and out
 
 
 def test_the_cli_writes_exactly_what_the_stream_returns(tmp_path, tiny_checkpoint, engine):

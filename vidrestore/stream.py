@@ -114,12 +114,13 @@ class FaceStream:
         """
         frame = self._upload(rgb, self._next if tag is None else tag, restore, cut)
         self._next += 1
+        out = []
         if self._batch and self._batch[0].pixels.shape != frame.pixels.shape:
-            self._detect_batch()  # a new size starts a new batch
+            out = self._detect_batch()  # a new size starts a new batch
         self._batch.append(frame)
-        if len(self._batch) < self.temporal.frame_batch:
-            return []
-        return self._detect_batch()
+        if len(self._batch) == self.temporal.frame_batch:
+            out += self._detect_batch()
+        return out
 
     def flush(self) -> list[StreamResult]:
         """Every frame still held, at the end of the sequence."""
@@ -193,7 +194,8 @@ class FaceStream:
         first = chunk[0][0]
         out = restored.frames[idx].clamp_(0, 1)
         if first.top is not None:
-            out = (out * first.top).round_().to(first.pixels.dtype)
+            out = (out * first.top).round_()
+        out = out.to(first.pixels.dtype)
         out_np = out.permute(0, 2, 3, 1).cpu().numpy()
         masks = restored.changed[idx].cpu().numpy()
         self.engine.timings["download"] += time.perf_counter() - t0
@@ -206,7 +208,8 @@ def _unit(frame: _Frame) -> torch.Tensor:
     """The engine's view of a frame: float RGB in [0, 1] (float input: NaN as 0, clipped)."""
     if frame.top is not None:
         return frame.pixels.float().div_(frame.top)
-    return frame.pixels.float().nan_to_num_(0.0).clamp_(0, 1)
+    # A copy: on the CPU the pixels share memory with the caller's array, which is not ours to change.
+    return frame.pixels.to(torch.float32, copy=True).nan_to_num_(0.0).clamp_(0, 1)
 
 
 def _detector_view(frame: _Frame) -> torch.Tensor:
