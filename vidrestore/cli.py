@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,7 +188,17 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 1 if args.weights_command == "verify" and bad else 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, ``docker stop``): unwinds like Ctrl-C, so every temporary file is removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         return {
@@ -199,9 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidrestoreError as exc:
         print(f"vidrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("vidrestore: interrupted; no partial output was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"vidrestore: {how}; no partial output was left behind", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except MemoryError:
         print(
             "vidrestore: error: out of memory; try a smaller --batch-size or --detect-size", file=sys.stderr

@@ -67,9 +67,14 @@ class RunReport:
 
     def describe(self) -> str:
         return (
-            f"{self.frames} frames ({self.frames_with_faces} with faces, {self.faces} faces) in "
-            f"{self.seconds:.1f} s, {self.fps:.1f} fps → {self.output} ({self.codec}, {self.pix_fmt})"
+            f"{_count(self.frames, 'frame')} ({self.frames_with_faces} with faces, "
+            f"{_count(self.faces, 'face')}) in {self.seconds:.1f} s, {self.fps:.1f} fps → {self.output} "
+            f"({self.codec}, {self.pix_fmt})"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def versions() -> dict[str, str]:

@@ -3,6 +3,8 @@ written to, so that every bad path fails with one line before any work is done."
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import secrets
 from pathlib import Path
@@ -69,9 +71,14 @@ def muxer_for(dst: Path) -> tuple[str, str]:
 
 
 def reserve_temp(dst: Path) -> Path:
-    """A new hidden file beside ``dst`` with the real extension last, so FFmpeg picks the same muxer."""
+    """A new hidden file beside ``dst`` with the real extension last, so FFmpeg picks the same muxer.
+
+    Its name carries this process's ID, so that a later run can tell the leftovers of a killed run (``kill
+    -9``, a power cut) from the files of a run still going, and removes them (:func:`_remove_stale_temps`).
+    """
+    _remove_stale_temps(dst)
     for _ in range(100):
-        tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.part{dst.suffix}")
+        tmp = dst.with_name(f".{dst.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{dst.suffix}")
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:
@@ -80,6 +87,51 @@ def reserve_temp(dst: Path) -> Path:
             raise VidrestoreError(f"{dst}: cannot write to {dst.parent} ({reason(exc)})") from None
         return tmp
     raise VidrestoreError(f"{dst}: cannot create a temporary file in {dst.parent}")
+
+
+def _remove_stale_temps(dst: Path) -> None:
+    """Delete the temporary files of earlier runs for ``dst`` whose process is gone."""
+    for tmp in dst.parent.glob(f".{glob.escape(dst.stem)}.*.part{glob.escape(dst.suffix)}"):
+        pid = tmp.name[len(dst.stem) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def move_into_place(tmp: Path, dst: Path, *, overwrite: bool) -> None:
+    """Rename the finished ``tmp`` to ``dst``; without ``overwrite``, never over a file that appeared since.
+
+    A hard link creates ``dst`` only if it does not exist, atomically, so two runs writing the same output
+    cannot both succeed; the second keeps its result under a name of its own and says so.
+    """
+    if overwrite:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        kept = dst.with_name(f"{dst.stem}.{os.getpid()}{dst.suffix}")
+        os.replace(tmp, kept)
+        raise VidrestoreError(
+            f"{dst} was created by someone else while this run was writing it (another run?); it was left "
+            f"alone, and this run's result is {kept}"
+        ) from None
+    except OSError:  # a file system without hard links: check, then rename (a small window remains)
+        if dst.exists():
+            raise
+        os.replace(tmp, dst)
+        return
+    tmp.unlink()
 
 
 def reason(exc: BaseException) -> str:

@@ -43,7 +43,7 @@ from av.video.frame import PictureType
 
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.colour import Converter, planar, subsampled
-from vidrestore.io.paths import check_output_path, muxer_for, reason, reserve_temp
+from vidrestore.io.paths import check_output_path, move_into_place, muxer_for, reason, reserve_temp
 from vidrestore.io.routes import Route, carried_tags, open_route
 from vidrestore.io.source import SourceDescription, SourceFrame, VideoInfo
 from vidrestore.options import EncodeOptions
@@ -81,6 +81,7 @@ class VideoSink:
         overwrite: bool = False,
     ) -> None:
         self.dst = dst = Path(dst)
+        self._overwrite = overwrite
         self.notices: list[str] = []
         self._source = source
         self._tmp: Path | None = None
@@ -281,7 +282,10 @@ class VideoSink:
         self._guard(self._finish)
         assert self._tmp is not None
         try:
-            os.replace(self._tmp, self.dst)
+            move_into_place(self._tmp, self.dst, overwrite=self._overwrite)
+        except VidrestoreError:
+            self.abort()
+            raise
         except OSError as exc:
             self.abort()
             raise VidrestoreError(
