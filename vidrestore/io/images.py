@@ -46,17 +46,19 @@ def read_image(path: Path) -> np.ndarray:
     if not data:
         raise VidrestoreError(f"{path}: the file is empty")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise VidrestoreError(f"{path}: not an image, or a format OpenCV cannot read")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
     except UnidentifiedImageError:
-        pass  # a format only OpenCV knows; its decode above is all we can check
+        if img is None:
+            raise VidrestoreError(f"{path}: not an image, or a format OpenCV cannot read") from None
+        # else a format only OpenCV knows; its decode above is all we can check
     except (OSError, SyntaxError, ValueError) as exc:
         raise VidrestoreError(f"{path}: damaged or truncated image ({exc})") from None
+    if img is None:
+        raise VidrestoreError(f"{path}: an image format OpenCV cannot read (Pillow can: convert it to PNG)")
     if img.dtype not in (np.uint8, np.uint16):
         raise VidrestoreError(f"{path}: unsupported sample type {img.dtype} (8- and 16-bit images only)")
     if img.ndim == 3 and img.shape[2] == 1:
