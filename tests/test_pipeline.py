@@ -389,3 +389,21 @@ def test_progress_knows_the_total_where_the_container_stores_no_count(tmp_path, 
         assert abs(expected_frames(source.info, JobOptions()) - spec.frames) <= 1
         assert abs(expected_frames(source.info, JobOptions(start=0.5, end=1.5)) - 24) <= 1
         assert expected_frames(source.info, JobOptions(frames=5)) == 5
+
+
+@pytest.mark.parametrize("mode", ["fit", "pad"])
+def test_a_picture_size_change_mid_stream_is_fitted_with_a_notice(tmp_path, tiny_checkpoint, mode):
+    """Joined recordings (two TS files end to end): every frame restored at its own size, written at the
+    first one's, as asked, and the change named."""
+    a = make_clip(tmp_path / "a.ts", seconds=0.5, audio=False)
+    b = make_clip(tmp_path / "b.ts", seconds=0.5, audio=False, size=(96, 72))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.path.read_bytes() + b.path.read_bytes())
+    report = restore(tiny_checkpoint, joined, tmp_path / "out.mkv", codec="ffv1", size_change=mode)
+    frames, _, _ = decode(tmp_path / "out.mkv")
+    assert len(frames) == report.frames == a.frames + b.frames
+    assert {f.shape for f in frames} == {(120, 160, 3)}
+    assert any(f"frame {a.frames} " in n and "96x72" in n and "160x120" in n for n in report.notices)
+    second = frames[a.frames + 2].astype(int)
+    left_edge = second[:, :8].mean()  # fit: 96x72 scaled to 160x120 fills the frame; pad: black borders
+    assert left_edge > 40 if mode == "fit" else left_edge < 20

@@ -38,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from av.video.frame import PictureType
 
@@ -91,6 +92,9 @@ class VideoSink:
         self._last_pts: int | None = None
         self._tail: list[av.Packet] = []
         info = source.info
+        self._size = (info.width, info.height)  # the output's, for the whole file: the first picture's
+        self._size_change = settings.size_change
+        self._input_size = self._size
         check_output_path(info.path, dst, overwrite=overwrite)
         muxer, muxer_default = muxer_for(dst)
         self.codec = settings.codec or _default_codec(dst, muxer_default)
@@ -231,7 +235,11 @@ class VideoSink:
 
     def _prepare(self, frame: SourceFrame, rgb: np.ndarray | None, mask: np.ndarray | None) -> av.VideoFrame:
         src = frame.frame
-        if rgb is None or (mask is not None and not mask.any()):
+        if (src.width, src.height) != self._size:
+            self._note_size(frame)
+            picture = fit_picture(frame.rgb if rgb is None else rgb, self._size, self._size_change)
+            converted = self._convert.from_rgb(picture, self.pix_fmt)
+        elif rgb is None or (mask is not None and not mask.any()):
             if src.format.name == self.pix_fmt:
                 return src
             converted = self._convert.convert(src, self.pix_fmt)
@@ -249,6 +257,18 @@ class VideoSink:
         self._colour.tag(converted)
         converted.duration = src.duration
         return converted
+
+    def _note_size(self, frame: SourceFrame) -> None:
+        """One notice each time the input's picture size changes away from the output's."""
+        size = (frame.frame.width, frame.frame.height)
+        if size == self._input_size:
+            return
+        self._input_size = size
+        how = "scaled to fit and padded" if self._size_change == "fit" else "centred, padded or cropped"
+        self.notices.append(
+            f"frame {frame.index} ({frame.time:.2f} s): the picture changes to {size[0]}x{size[1]}; "
+            f"written at the output's {self._size[0]}x{self._size[1]}, {how} (--size-change)"
+        )
 
     def _route_packet(self, packet: av.Packet) -> None:
         route = self._routes.get(packet.stream_index)
@@ -315,6 +335,27 @@ class VideoSink:
                 out.close()  # the file is being thrown away: a failing trailer does not matter
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+
+
+def fit_picture(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """``rgb`` on a black picture of ``size`` (width, height): scaled to fit it ("fit"), or at its own
+    scale ("pad"), centred; what does not fit is cropped evenly."""
+    width, height = size
+    h, w = rgb.shape[:2]
+    if mode == "fit":
+        scale = min(width / w, height / h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    out = np.zeros((height, width, 3), rgb.dtype)
+    sy, sx, dy, dx = (
+        max(0, (h - height) // 2),
+        max(0, (w - width) // 2),
+        max(0, (height - h) // 2),
+        max(0, (width - w) // 2),
+    )
+    ch, cw = min(h, height), min(w, width)
+    out[dy : dy + ch, dx : dx + cw] = rgb[sy : sy + ch, sx : sx + cw]
+    return out
 
 
 # -- encoder choice --------------------------------------------------------------------------------

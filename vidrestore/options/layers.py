@@ -201,6 +201,14 @@ class EncodeOptions(Layer):
         "output pixel format (default: the input's bit depth where the codec can)",
         vapoursynth=False,
     )
+    size_change: str = setting(
+        "fit",
+        Choice(lambda: ("fit", "pad")),
+        "when the picture size changes mid-stream (joined recordings): the output keeps the first size; "
+        "fit scales each other picture to fit and pads it with black, pad keeps its scale, centred, padded "
+        "or cropped (default: fit)",
+        vapoursynth=False,
+    )
     encoder_opts: dict[str, str] = setting(
         {},
         KeyValues(),
