@@ -407,3 +407,27 @@ def test_a_picture_size_change_mid_stream_is_fitted_with_a_notice(tmp_path, tiny
     second = frames[a.frames + 2].astype(int)
     left_edge = second[:, :8].mean()  # fit: 96x72 scaled to 160x120 fills the frame; pad: black borders
     assert left_edge > 40 if mode == "fit" else left_edge < 20
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"), [("out.mpg", None), ("out.m2ts", None), ("out.mxf", None), ("out.mkv", "mpeg2video")]
+)
+def test_mpeg1_and_mpeg2_outputs_keep_every_frame_time(tmp_path, tiny_checkpoint, name, codec):
+    """MPEG-1/2 encoders take only their frame rate's time base; every frame's time is carried over."""
+    spec = make_clip(tmp_path / "in.mp4", seconds=1.0)
+    restore(tiny_checkpoint, spec.path, tmp_path / name, codec=codec)
+    frames, pts, tb = decode(tmp_path / name)
+    _, src_pts, src_tb = decode(spec.path)
+    times = [float(p * tb) for p in pts]
+    assert len(frames) == spec.frames
+    expected = [float(p * src_tb) for p in src_pts]
+    assert max(abs(t - times[0] - e) for t, e in zip(times, expected, strict=True)) <= 0.001  # Matroska: ms
+
+
+def test_mpeg2_refuses_variable_frame_rate_in_one_line(tmp_path, tiny_checkpoint, capsys):
+    spec = make_clip(tmp_path / "in.mkv", seconds=1.0, vfr=True, audio=False)
+    args = ["restore", str(spec.path), "-o", str(tmp_path / "out.mkv"), "--codec", "mpeg2video", "-q"]
+    assert main([*args, "--weights", tiny_checkpoint, "--detector", "centerface"]) == 2
+    err = _one_line(capsys)
+    assert "needs a constant frame rate" in err and "variable frame rate" in err
+    assert not list(tmp_path.glob("*out*"))

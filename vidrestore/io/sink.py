@@ -58,6 +58,7 @@ _DEFAULT_CODECS = {
     ".webm": "libvpx-vp9",
     ".avi": "ffv1",
 }
+_RATE_TIME_BASE = frozenset({"mpeg1video", "mpeg2video"})  # encoders that refuse any other time base
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 31}
 _DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 # Encoders whose bitstream cannot code an odd side with subsampled chroma (checked with FFmpeg 8.1).
@@ -90,6 +91,7 @@ class VideoSink:
         self._done = False
         self._frames = 0
         self._last_pts: int | None = None
+        self._last_out_pts: int | None = None
         self._tail: list[av.Packet] = []
         info = source.info
         self._size = (info.width, info.height)  # the output's, for the whole file: the first picture's
@@ -169,8 +171,9 @@ class VideoSink:
             ) from None
         vs.width, vs.height, vs.pix_fmt = info.width, info.height, self.pix_fmt
         cc = vs.codec_context
-        cc.time_base = info.time_base
-        vs.time_base = info.time_base
+        # MPEG-1/2 encoders take only their frame rate's time base: the frames' pts are rescaled onto it.
+        self._time_base = 1 / rate if encoder.name in _RATE_TIME_BASE else info.time_base
+        cc.time_base = vs.time_base = self._time_base
         cc.framerate = rate
         colour = self._colour
         cc.color_primaries, cc.color_trc, cc.colorspace = colour.primaries, colour.trc, colour.space
@@ -221,12 +224,26 @@ class VideoSink:
         if frame.pts is not None and self._last_pts is not None and frame.pts <= self._last_pts:
             raise ValueError(f"frames must be written in order: pts {frame.pts} after {self._last_pts}")
         out_frame = self._prepare(frame, rgb, mask)
-        out_frame.pts, out_frame.time_base = frame.pts, frame.frame.time_base
+        out_frame.pts, out_frame.time_base = self._output_pts(frame), self._time_base
         out_frame.pict_type = PictureType.NONE  # let the encoder choose frame types, not the source's
         self._guard(self._write, out_frame, frame.packets)
         self._tail += frame.tail  # muxed at commit, after the video encoder's last packets
         self._last_pts = frame.pts
         self._frames += 1
+
+    def _output_pts(self, frame: SourceFrame) -> int | None:
+        """The frame's pts in the encoder's time base; on a frame-rate grid no two frames share a slot."""
+        if frame.pts is None or self._time_base == frame.frame.time_base:
+            return frame.pts
+        pts = round(frame.pts * frame.frame.time_base / self._time_base)
+        if self._last_out_pts is not None and pts <= self._last_out_pts:
+            raise VidrestoreError(
+                f"{self.dst}: {self.codec} needs a constant frame rate, and frame {frame.index} "
+                f"({frame.time:.3f} s) is off the {float(1 / self._time_base):g} fps grid (variable frame "
+                "rate?); choose libx264 or ffv1, which keep every frame's time"
+            )
+        self._last_out_pts = pts
+        return pts
 
     def _write(self, out_frame: av.VideoFrame, packets: list[av.Packet]) -> None:
         for packet in packets:
