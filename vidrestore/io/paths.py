@@ -8,6 +8,7 @@ import glob
 import os
 import secrets
 from pathlib import Path
+from typing import NoReturn
 
 import av
 
@@ -103,8 +104,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 
@@ -120,18 +121,23 @@ def move_into_place(tmp: Path, dst: Path, *, overwrite: bool) -> None:
     try:
         os.link(tmp, dst)
     except FileExistsError:
-        kept = dst.with_name(f"{dst.stem}.{os.getpid()}{dst.suffix}")
-        os.replace(tmp, kept)
-        raise VidrestoreError(
-            f"{dst} was created by someone else while this run was writing it (another run?); it was left "
-            f"alone, and this run's result is {kept}"
-        ) from None
+        _keep_beside(tmp, dst)
     except OSError:  # a file system without hard links: check, then rename (a small window remains)
         if dst.exists():
-            raise
+            _keep_beside(tmp, dst)
         os.replace(tmp, dst)
         return
     tmp.unlink()
+
+
+def _keep_beside(tmp: Path, dst: Path) -> NoReturn:
+    """Another writer got to ``dst`` first: keep this run's result under a name of its own, and say so."""
+    kept = dst.with_name(f"{dst.stem}.{os.getpid()}{dst.suffix}")
+    os.replace(tmp, kept)
+    raise VidrestoreError(
+        f"{dst} was created by someone else while this run was writing it (another run?); it was left "
+        f"alone, and this run's result is {kept}"
+    )
 
 
 def reason(exc: BaseException) -> str:

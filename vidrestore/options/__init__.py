@@ -15,7 +15,6 @@ deprecated aliases. An error names the option as the caller spelled it: ``--min-
 from vidrestore.options.flags import add_arguments, from_arguments, markdown_table
 from vidrestore.options.kinds import Choice, FilePath, Flag, KeyValues, Kind, Number, Seconds, Text
 from vidrestore.options.layers import (
-    DTYPES,
     LAYERS,
     EncodeOptions,
     EngineOptions,
@@ -30,7 +29,6 @@ from vidrestore.options.layers import (
 from vidrestore.options.table import TABLE, Front, Layer, OptionError, Setting, setting, spell
 
 __all__ = [
-    "DTYPES",
     "LAYERS",
     "TABLE",
     "Choice",

@@ -30,6 +30,12 @@ def _resolve_model(name: str) -> str | None:
     return canonical_name(name)
 
 
+def _dtypes() -> tuple[str, ...]:
+    from vidrestore.engine import DTYPES
+
+    return ("auto", *DTYPES)
+
+
 def _kernel_impls() -> tuple[str, ...]:
     from vidrestore.kernels import KERNEL_IMPLS
 
@@ -40,9 +46,6 @@ def _detectors() -> tuple[str, ...]:
     from vidrestore.faces.detection import DETECTORS
 
     return DETECTORS
-
-
-DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class EngineOptions(Layer):
     )
     dtype: str = setting(
         "auto",
-        Choice(lambda: DTYPES),
+        Choice(_dtypes),
         "model precision; auto is bf16/fp16 on a GPU and fp32 on the CPU (default: auto)",
     )
     kernels: str = setting(
