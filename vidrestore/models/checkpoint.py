@@ -1,8 +1,14 @@
-"""Loading GFPGAN checkpoints into :class:`GFPGANv1Clean`, with one-line errors for unusable files."""
+"""Loading released checkpoints strictly, with one-line errors for unusable files.
+
+:func:`read_state_dict` undoes every wrapper the released files use; :func:`build_strict` builds a network
+on the meta device and assigns a state dict to it only when every key and shape matches. Each architecture's
+loader is these two calls; :func:`load_gfpgan` adds reading the layout off the checkpoint's shapes.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -10,7 +16,8 @@ import torch
 from vidrestore.errors import WeightsError
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
-__all__ = ["infer_config", "load_gfpgan"]
+__all__ = ["build_strict", "infer_config", "layout_problems", "load_gfpgan", "read_state_dict"]
+
 
 _SHOWN_KEYS = 3  # how many offending key names an error message lists
 
@@ -31,16 +38,37 @@ def load_gfpgan(
     into a random initialisation that would be overwritten at once.
     """
     path = Path(path)
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     if config is None:
         config = infer_config(state)
+    return build_strict(
+        lambda: GFPGANv1Clean(config),
+        state,
+        f"{path.name} does not match the GFPGANv1Clean (out_size={config.out_size}) layout",
+        device=device,
+        dtype=dtype,
+    )
+
+
+def build_strict[M: torch.nn.Module](
+    factory: Callable[[], M],
+    state: Mapping[str, object],
+    error: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> M:
+    """``factory()`` built on the meta device, then ``state`` assigned to it with ``strict=True``.
+
+    Nothing goes into a random initialisation that would be overwritten at once. A state dict that does not
+    fit raises :class:`WeightsError` with ``error``, then every missing, unexpected and mis-shaped key
+    summarised (:func:`layout_problems`), in one line. Returns the network in eval mode, gradients off.
+    """
     with torch.device("meta"):
-        model = GFPGANv1Clean(config)
-    problems = _layout_problems(model, state)
+        model = factory()
+    problems = layout_problems(model, state)
     if problems:
-        raise WeightsError(
-            f"{path.name} does not match the GFPGANv1Clean (out_size={config.out_size}) layout: {problems}"
-        )
+        raise WeightsError(f"{error}: {problems}")
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
@@ -84,7 +112,15 @@ def infer_config(state: dict[str, object]) -> GFPGANConfig:
     )
 
 
-def _read_state_dict(path: Path) -> dict[str, object]:
+def read_state_dict(path: str | os.PathLike[str], *, prefix: str = "") -> dict[str, object]:
+    """The weights of a released checkpoint file, unwrapped.
+
+    The wrappers of the released files: ``params_ema`` (what official inference uses), else ``params``
+    (BasicSR), ``model_state_dict`` (with training counters beside it), ``state_dict`` (Lightning); else
+    the file is a bare state dict. A ``module.`` prefix (DataParallel) on every key is removed, and so is
+    ``prefix`` on the keys that carry it (e.g. ``"vqvae."``), as the official loaders do.
+    """
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist")
     try:
@@ -96,16 +132,20 @@ def _read_state_dict(path: Path) -> dict[str, object]:
         ) from e
     if not isinstance(ckpt, dict):
         raise WeightsError(f"{path.name} holds a {type(ckpt).__name__}, not a state dict")
-    for key in ("params_ema", "params"):
+    for key in ("params_ema", "params", "model_state_dict", "state_dict"):
         if key in ckpt:
             ckpt = ckpt[key]
             break
     if not isinstance(ckpt, dict):
         raise WeightsError(f"{path.name}: the weights entry is a {type(ckpt).__name__}, not a state dict")
+    if ckpt and all(isinstance(k, str) and k.startswith("module.") for k in ckpt):
+        ckpt = {k.removeprefix("module."): v for k, v in ckpt.items()}
+    if prefix:
+        ckpt = {k.removeprefix(prefix): v for k, v in ckpt.items()}
     return ckpt
 
 
-def _layout_problems(model: torch.nn.Module, state: dict[str, object]) -> str:
+def layout_problems(model: torch.nn.Module, state: Mapping[str, object]) -> str:
     """Missing / unexpected / mis-shaped keys, summarised in one line ('' when the checkpoint fits)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
