@@ -147,6 +147,7 @@ def make_clip(
     full_range: bool = False,
     subtitles: bool = False,
     gop: int = 12,
+    sar: Fraction | None = None,
     background: tuple[int, int, int] = BACKGROUND,
     options: dict[str, str] | None = None,
 ) -> ClipSpec:
@@ -181,6 +182,8 @@ def make_clip(
             cc.color_range = ColorRange.JPEG if full_range else ColorRange.MPEG
         if options:
             cc.options = dict(options)
+        if sar is not None:
+            cc.sample_aspect_ratio = sar
         if rotate:
             vs.set_display_rotation(rotate)
         aus = None

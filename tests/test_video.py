@@ -434,6 +434,71 @@ def test_crf_preset_and_options_reach_the_encoder(mp4: clips.ClipSpec, tmp_path:
 # -- other streams ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def dvd(clipdir: Path) -> clips.ClipSpec:
+    """MPEG-2 in MPEG-PS as DVDs and broadcast captures have it: 29.97 fps, a 10:11 sample aspect ratio (4:3
+    on 176x120), MP2 audio, and a first timestamp well after zero."""
+    return clips.make_clip(
+        clipdir / "dvd.mpg",
+        codec="mpeg2video",
+        size=(176, 120),
+        fps=Fraction(30000, 1001),
+        audio="mp2",
+        sar=Fraction(10, 11),
+    )
+
+
+def _avi_video(path: Path) -> tuple[Fraction, int, list[int], Fraction]:
+    """An AVI's header rate and frame count, its frames' pts and its sample aspect ratio."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        header = (Fraction(v.average_rate), v.frames, Fraction(v.sample_aspect_ratio or 0))
+        pts = [f.pts for f in c.decode(v)]
+    return header[0], header[1], pts, header[2]
+
+
+@pytest.mark.parametrize("codec", [None, "libx264", "mpeg4"])
+def test_avi_has_its_frame_rate_header_and_every_frame_in_order_in_its_slot(
+    mp4: clips.ClipSpec, dvd: clips.ClipSpec, tmp_path: Path, codec: str | None
+) -> None:
+    """AVI counts frames: its time base must be the frame rate's (a finer one claimed 600 fps with an empty
+    frame in every unused tick), it has no pts (so no B-frames: libx264 came out of order), and it starts at
+    its first frame (MPEG-PS timestamps start late; AAC priming starts early)."""
+    for spec in (mp4, dvd):
+        dst = tmp_path / f"{spec.path.stem}.avi"
+        transcode(spec.path, dst, EncodeOptions(codec=codec))
+        rate, count, pts, sar = _avi_video(dst)
+        # FFmpeg's reader delays H.264 in AVI by one frame (it guesses one frame of reordering); the packets
+        # were written from 0, and the frames come out in order.
+        first = 1 if codec == "libx264" else 0
+        assert (rate, count, pts) == (spec.fps, spec.frames, list(range(first, first + spec.frames)))
+        assert probe(dst).audio_samples == pytest.approx(probe(spec.path).audio_samples, abs=1152)
+        if codec is not None and spec is dvd:  # both store the sample aspect ratio in their bitstream
+            assert sar == Fraction(10, 11)
+
+
+def test_a_codec_that_cannot_store_the_aspect_ratio_says_so(dvd: clips.ClipSpec, tmp_path: Path) -> None:
+    _, sink, _ = transcode(dvd.path, tmp_path / "out.avi")
+    assert sink.codec == "ffv1"
+    assert any("cannot store the sample aspect ratio 10:11" in n for n in sink.notices), sink.notices
+    _, sink, _ = transcode(dvd.path, tmp_path / "out.mov", EncodeOptions(codec="prores_ks"))
+    assert not any("aspect ratio" in n for n in sink.notices)
+    assert _avi_video(tmp_path / "out.mov")[3] == Fraction(10, 11)
+
+
+def test_avi_refuses_variable_frame_rate_in_one_line(vfr: clips.ClipSpec, tmp_path: Path) -> None:
+    with pytest.raises(VidrestoreError) as exc:
+        transcode(vfr.path, tmp_path / "out.avi")
+    assert "the .avi container needs a constant frame rate" in one_line(exc)
+    assert not list(tmp_path.iterdir())
+
+
+def test_mpeg4_part_2_takes_a_90_khz_source(dvd: clips.ClipSpec, tmp_path: Path) -> None:
+    """MPEG-4 part 2 takes no time base denominator over 65535: it gets the frame rate's."""
+    transcode(dvd.path, tmp_path / "out.mkv", EncodeOptions(codec="mpeg4"))
+    assert len(probe(tmp_path / "out.mkv").pts) == dvd.frames
+
+
 def test_audio_that_the_container_cannot_hold_is_reencoded(clipdir: Path, tmp_path: Path) -> None:
     webm = clips.make_clip(clipdir / "opus.webm", codec="libvpx-vp9", seconds=0.5)
     dst = tmp_path / "out.mov"

@@ -18,7 +18,8 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   everywhere).
 - ``.webm``: libvpx-vp9, crf 31 in constant-quality mode, cpu-used 4, row-mt (the container allows only
   VP8/VP9/AV1).
-- ``.avi``: ffv1 (lossless; AVI handles B-frames of modern codecs badly).
+- ``.avi``: ffv1 (lossless). AVI counts frames instead of storing times: any codec gets the frame rate as
+  its time base, no B-frames, and the file starts at its first frame; a variable frame rate is refused.
 - libx265: crf 20, preset medium; libsvtav1: crf 28, preset 8; ffv1 and prores_ks have no crf (prores_ks
   picks its profile from the pixel format).
 - ``pix_fmt``: the input's when the encoder takes it (which keeps 10-bit input 10-bit), else the closest the
@@ -59,6 +60,16 @@ _DEFAULT_CODECS = {
     ".avi": "ffv1",
 }
 _RATE_TIME_BASE = frozenset({"mpeg1video", "mpeg2video"})  # encoders that refuse any other time base
+# Encoders whose time base denominator must fit in 16 bits (MPEG-4 part 2 and its relatives).
+_SHORT_TIME_BASE = frozenset({"mpeg4", "h263", "h263p", "msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "flv"})
+# Muxers that store one frame per tick of the stream's time base: a finer one means a header claiming
+# that many frames per second and an empty frame written into every unused tick. They have no pts either,
+# so frames must come out in order (no B-frames) and the file starts at its first frame.
+_FRAME_COUNTED = frozenset({"avi"})
+# Encoders that store the sample aspect ratio in their bitstream, and muxers that store it themselves
+# (the others lose it: PyAV cannot set a stream's own aspect ratio). Checked with FFmpeg 8.1.
+_SAR_ENCODERS = frozenset({"libx264", "libx265", "mpeg4", "mpeg1video", "mpeg2video"})
+_SAR_MUXERS = frozenset({"mov", "mp4", "ipod", "3gp", "3g2", "psp"})
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 31}
 _DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 # Encoders whose bitstream cannot code an odd side with subsampled chroma (checked with FFmpeg 8.1).
@@ -90,6 +101,7 @@ class VideoSink:
         self._out: av.container.OutputContainer | None = None
         self._done = False
         self._frames = 0
+        self._zero = 0.0  # seconds taken off every timestamp: the first frame's time in frame-counted muxers
         self._last_pts: int | None = None
         self._last_out_pts: int | None = None
         self._tail: list[av.Packet] = []
@@ -106,7 +118,10 @@ class VideoSink:
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         self._tmp = reserve_temp(dst)
         try:
-            self._out = av.open(str(self._tmp), "w")
+            # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming)
+            # must not push the video off its frame grid.
+            container_options = {"avoid_negative_ts": "disabled"} if muxer in _FRAME_COUNTED else {}
+            self._out = av.open(str(self._tmp), "w", options=container_options)
             self._setup(encoder, options, muxer)
         except BaseException:
             self.abort()
@@ -171,15 +186,27 @@ class VideoSink:
             ) from None
         vs.width, vs.height, vs.pix_fmt = info.width, info.height, self.pix_fmt
         cc = vs.codec_context
-        # MPEG-1/2 encoders take only their frame rate's time base: the frames' pts are rescaled onto it.
-        self._time_base = 1 / rate if encoder.name in _RATE_TIME_BASE else info.time_base
+        self._time_base = _time_base(encoder.name, muxer, info.time_base, rate)
+        self._frame_counted = muxer in _FRAME_COUNTED
         cc.time_base = vs.time_base = self._time_base
         cc.framerate = rate
+        if self._frame_counted:
+            cc.max_b_frames = 0
         colour = self._colour
         cc.color_primaries, cc.color_trc, cc.colorspace = colour.primaries, colour.trc, colour.space
         cc.color_range = colour.range
         if src.sample_aspect_ratio:
             cc.sample_aspect_ratio = src.sample_aspect_ratio
+            if (
+                src.sample_aspect_ratio != 1
+                and encoder.name not in _SAR_ENCODERS
+                and muxer.split(",")[0] not in _SAR_MUXERS
+            ):
+                self.notices.append(
+                    f"{encoder.name} in {muxer} cannot store the sample aspect ratio "
+                    f"{src.sample_aspect_ratio.numerator}:{src.sample_aspect_ratio.denominator}: players "
+                    "will show square pixels; libx264, or a .mov file, keeps it"
+                )
         if encoder.name == "libvpx-vp9":
             cc.bit_rate = 0  # with crf: constant quality
         cc.thread_count = 0
@@ -223,6 +250,8 @@ class VideoSink:
             raise RuntimeError("VideoSink.write() after commit() or abort()")
         if frame.pts is not None and self._last_pts is not None and frame.pts <= self._last_pts:
             raise ValueError(f"frames must be written in order: pts {frame.pts} after {self._last_pts}")
+        if self._frames == 0 and self._frame_counted:
+            self._zero = frame.time
         out_frame = self._prepare(frame, rgb, mask)
         out_frame.pts, out_frame.time_base = self._output_pts(frame), self._time_base
         out_frame.pict_type = PictureType.NONE  # let the encoder choose frame types, not the source's
@@ -233,14 +262,19 @@ class VideoSink:
 
     def _output_pts(self, frame: SourceFrame) -> int | None:
         """The frame's pts in the encoder's time base; on a frame-rate grid no two frames share a slot."""
-        if frame.pts is None or self._time_base == frame.frame.time_base:
+        if frame.pts is None or (self._time_base == frame.frame.time_base and not self._zero):
             return frame.pts
-        pts = round(frame.pts * frame.frame.time_base / self._time_base)
+        pts = round((frame.pts * frame.frame.time_base - Fraction(self._zero)) / self._time_base)
         if self._last_out_pts is not None and pts <= self._last_out_pts:
+            needs, instead = (
+                (f"the {self.dst.suffix} container", "use .mkv or .mp4")
+                if self._frame_counted
+                else (self.codec, "choose libx264 or ffv1, which keep every frame's time")
+            )
             raise VidrestoreError(
-                f"{self.dst}: {self.codec} needs a constant frame rate, and frame {frame.index} "
+                f"{self.dst}: {needs} needs a constant frame rate, and frame {frame.index} "
                 f"({frame.time:.3f} s) is off the {float(1 / self._time_base):g} fps grid (variable frame "
-                "rate?); choose libx264 or ffv1, which keep every frame's time"
+                f"rate?); {instead}"
             )
         self._last_out_pts = pts
         return pts
@@ -290,6 +324,12 @@ class VideoSink:
     def _route_packet(self, packet: av.Packet) -> None:
         route = self._routes.get(packet.stream_index)
         if route is not None:
+            if self._zero:
+                shift = round(Fraction(self._zero) / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts -= shift
+                if packet.dts is not None:
+                    packet.dts -= shift
             for out_packet in route.feed(packet):
                 self._mux(out_packet)
 
@@ -376,6 +416,18 @@ def fit_picture(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray
 
 
 # -- encoder choice --------------------------------------------------------------------------------
+
+
+def _time_base(encoder: str, muxer: str, source: Fraction, rate: Fraction) -> Fraction:
+    """The source's time base, unless the encoder or the muxer needs the frame rate's (the frames' pts are
+    then rescaled onto it, and a variable frame rate is refused)."""
+    if (
+        encoder in _RATE_TIME_BASE
+        or muxer in _FRAME_COUNTED
+        or (encoder in _SHORT_TIME_BASE and source.denominator > 0xFFFF)
+    ):
+        return 1 / rate
+    return source
 
 
 def _default_codec(dst: Path, muxer_default: str) -> str:
