@@ -358,6 +358,80 @@ def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(tmp_path, tiny_
     assert not stale.exists() and live.exists() and (tmp_path / "out.mp4").stat().st_size > 0
 
 
+def test_a_second_run_on_the_same_output_is_refused_in_one_line(tmp_path, tiny_checkpoint, capsys):
+    import subprocess
+    import sys
+
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.5, audio=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a run still going
+    try:
+        (tmp_path / f".out.{other.pid}-0badf00d.part.mp4").write_bytes(b"being written")
+        args = ["restore", str(spec.path), "-o", str(tmp_path / "out.mp4"), "-q", "--overwrite"]
+        assert main([*args, "--weights", tiny_checkpoint, "--detector", "centerface"]) == 2
+    finally:
+        other.kill()
+        other.wait()
+    assert f"another run (process {other.pid}) is writing this output" in _one_line(capsys)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_pipes_in_and_out(tmp_path, tiny_checkpoint):
+    """``vidrestore restore - -o - --format matroska < in.mkv | player -``: nothing but video on stdout."""
+    import subprocess
+    import sys
+
+    spec = make_clip(tmp_path / "in.mkv", seconds=0.5)
+    env = {**os.environ, "VIDRESTORE_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "vidrestore.cli", "restore", "-", "-o", "-", "--format", "matroska"]
+    cmd += ["--weights", tiny_checkpoint, "--detector", "centerface"]
+    with spec.path.open("rb") as stdin:
+        done = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    (tmp_path / "out.mkv").write_bytes(done.stdout)
+    frames, pts, tb = decode(tmp_path / "out.mkv")
+    _, src_pts, src_tb = decode(spec.path)
+    assert len(frames) == spec.frames and [p * tb for p in pts] == [p * src_tb for p in src_pts]
+    assert abs(audio_samples(tmp_path / "out.mkv") - audio_samples(spec.path)) <= 1024
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_mp4_to_a_pipe_is_fragmented(tmp_path, tiny_checkpoint, monkeypatch):
+    import io
+
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.5, audio=False)
+    out = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(out))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    restore(tiny_checkpoint, spec.path, "-", format="mp4")
+    (tmp_path / "out.mp4").write_bytes(out.getvalue())
+    assert len(decode(tmp_path / "out.mp4")[0]) == spec.frames
+    assert b"moof" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "-"], "writing to standard output ('-o -') needs --format"),
+        (["-o", "-", "--format", "nonsense"], "unknown container format 'nonsense'"),
+        (["-o", "out.bin"], "cannot tell the container from the extension '.bin'"),
+    ],
+)
+def test_pipe_and_format_mistakes_are_one_line(tmp_path, tiny_checkpoint, capsys, monkeypatch, args, message):
+    spec = make_clip(tmp_path / "in.mkv", seconds=0.2, audio=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False, raising=False)
+    assert main(["restore", str(spec.path), *args, "--weights", tiny_checkpoint, "-q"]) == 2
+    assert message in _one_line(capsys)
+
+
+def test_format_names_the_container_of_any_file_name(tmp_path, tiny_checkpoint):
+    spec = make_clip(tmp_path / "in.mkv", seconds=0.2, audio=False)
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "out.bin", format="matroska")
+    assert report.codec == "libx264"
+    with av.open(str(tmp_path / "out.bin")) as c:
+        assert c.format.name.startswith("matroska")
+
+
 def test_an_output_that_appears_during_the_run_is_never_replaced(tmp_path, tiny_checkpoint, monkeypatch):
     """Two runs writing one file: the one that finishes second keeps its result beside it, and says so."""
     spec = make_clip(tmp_path / "in.mp4", seconds=0.5, audio=False)

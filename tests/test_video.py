@@ -493,6 +493,16 @@ def test_avi_refuses_variable_frame_rate_in_one_line(vfr: clips.ClipSpec, tmp_pa
     assert not list(tmp_path.iterdir())
 
 
+def test_a_start_half_a_frame_off_zero_stays_on_the_grid(tmp_path: Path) -> None:
+    """A PAL VOB starts at 0.54 s, 13.5 frames: its frames are on a grid that counts from the first one."""
+    spec = clips.make_clip(tmp_path / "pal.mpg", codec="mpeg2video", fps=25, audio=False, seconds=0.5)
+    first = probe(spec.path).times[0]
+    assert (first * 25) % 1 == pytest.approx(0.5, abs=0.01)  # the muxer starts it half a frame off the grid
+    transcode(spec.path, tmp_path / "out.vob")
+    times = probe(tmp_path / "out.vob").times
+    assert [t - times[0] for t in times] == pytest.approx([i / 25 for i in range(spec.frames)])
+
+
 def test_mpeg4_part_2_takes_a_90_khz_source(dvd: clips.ClipSpec, tmp_path: Path) -> None:
     """MPEG-4 part 2 takes no time base denominator over 65535: it gets the frame rate's."""
     transcode(dvd.path, tmp_path / "out.mkv", EncodeOptions(codec="mpeg4"))

@@ -76,8 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore every face in a video. Audio, subtitles and metadata are copied, timestamps "
         "and frame count are kept, and frames without faces are passed to the encoder untouched.",
     )
-    vid.add_argument("input", type=Path, metavar="IN", help="the video to restore")
-    vid.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the restored video")
+    vid.add_argument("input", type=Path, metavar="IN", help="the video to restore ('-': standard input)")
+    vid.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="the restored video ('-': standard output, with --format)",
+    )
     add_arguments(vid, JobOptions, "the run")
     add_arguments(vid, EncodeOptions, "encoding")
     add_arguments(vid, EngineOptions, "model, device and faces")

@@ -157,7 +157,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
     """Run the whole job; ``restorer`` lets callers reuse a loaded engine across files."""
     t_start = time.perf_counter()
     job = options.job
-    check_output_path(src, dst, overwrite=job.overwrite)
+    check_output_path(src, dst, overwrite=job.overwrite, format=options.encode.format)
     report = RunReport(input=str(src), output=str(dst), versions=versions())
     report.settings = {k: v for k, v in options.settings().items() if k != "report"}
     with VideoSource(src, start=job.start, end=job.end, max_frames=job.frames) as source:

@@ -1,12 +1,18 @@
 """Files on disk: the checks on an input and an output path, and the hidden temporary file an output is
-written to, so that every bad path fails with one line before any work is done."""
+written to, so that every bad path fails with one line before any work is done.
+
+``-`` names a pipe, as in FFmpeg: standard input as the input, standard output as the output (whose
+container is then named with ``--format``, since there is no extension to tell it).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,7 +21,14 @@ import av
 from vidrestore.errors import VidrestoreError
 
 
+def is_pipe(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``-``: standard input or output."""
+    return os.fspath(path) == "-"
+
+
 def check_input_file(path: Path) -> None:
+    if is_pipe(path):
+        return
     if not path.exists():
         raise VidrestoreError(f"{path}: no such file")
     if not path.is_file():
@@ -24,10 +37,21 @@ def check_input_file(path: Path) -> None:
         raise VidrestoreError(f"{path}: the file is empty")
 
 
-def check_output_path(src: Path, dst: Path, *, overwrite: bool) -> None:
+def check_output_path(src: Path, dst: Path, *, overwrite: bool, format: str | None = None) -> None:
     """The safety checks on an output path, callable before any work: never the input, never an existing file
-    unless ``overwrite``, a directory that exists and is writable, an extension FFmpeg can mux."""
+    unless ``overwrite``, a directory that exists and is writable, a container FFmpeg can mux (``format``,
+    else the extension's); for standard output, a named container and no terminal."""
     src, dst = Path(src), Path(dst)
+    if is_pipe(dst):
+        if format is None:
+            raise VidrestoreError(
+                "writing to standard output ('-o -') needs --format, FFmpeg's name for the container "
+                "(e.g. matroska, mpegts, nut)"
+            )
+        if sys.stdout.isatty():
+            raise VidrestoreError("standard output is a terminal: redirect it to a file or a pipe")
+        muxer_for(dst, format)
+        return
     if dst.is_dir():
         raise VidrestoreError(f"{dst}: is a directory; give an output file name")
     if _same_file(src, dst):
@@ -41,10 +65,13 @@ def check_output_path(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise VidrestoreError(f"{dst}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VidrestoreError(f"{dst}: the output directory {parent} is not writable")
-    muxer_for(dst)
+    muxer_for(dst, format)
+    _remove_stale_temps(dst)
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    if is_pipe(a):
+        return False
     if a.resolve() == b.resolve():
         return True
     try:
@@ -53,21 +80,31 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def muxer_for(dst: Path) -> tuple[str, str]:
-    """The muxer FFmpeg picks for this file name and its default video codec (opening creates no file)."""
-    try:
-        probe = av.open(str(dst), "w")
-    except ValueError:
-        raise VidrestoreError(
-            f"{dst}: cannot tell the container from the extension '{dst.suffix}'; "
-            "use .mp4, .mkv, .mov, .webm or .avi"
-        ) from None
+def muxer_for(dst: Path, format: str | None = None) -> tuple[str, str]:
+    """The muxer named by ``format`` (FFmpeg's name), else the one FFmpeg picks for this file name, and its
+    default video codec (opening creates no file)."""
+    if format is not None:
+        try:
+            probe = av.open(io.BytesIO(), "w", format=format)
+        except ValueError:
+            raise VidrestoreError(
+                f"unknown container format '{format}'; use FFmpeg's names, e.g. matroska, mp4, mpegts, avi"
+            ) from None
+    elif is_pipe(dst):
+        raise VidrestoreError("standard output ('-') needs --format to name the container")
+    else:
+        try:
+            probe = av.open(str(dst), "w")
+        except ValueError:
+            raise VidrestoreError(
+                f"{dst}: cannot tell the container from the extension '{dst.suffix}'; "
+                "use .mp4, .mkv, .mov, .webm or .avi, or name it with --format"
+            ) from None
     name, video = probe.format.name, probe.default_video_codec
     probe.close()
     if name in ("image2", "image2pipe") or video == "none":
-        raise VidrestoreError(
-            f"{dst}: '{dst.suffix}' is not a video container; use .mp4, .mkv, .mov, .webm or .avi"
-        )
+        what = f"'{format}'" if format else f"'{dst.suffix}'"
+        raise VidrestoreError(f"{dst}: {what} is not a video container; use .mp4, .mkv, .mov, .webm or .avi")
     return name, video
 
 
@@ -91,12 +128,19 @@ def reserve_temp(dst: Path) -> Path:
 
 
 def _remove_stale_temps(dst: Path) -> None:
-    """Delete the temporary files of earlier runs for ``dst`` whose process is gone."""
+    """Delete the temporary files of earlier runs for ``dst`` whose process is gone; refuse, in one line,
+    when another process that is still running is writing ``dst``."""
     for tmp in dst.parent.glob(f".{glob.escape(dst.stem)}.*.part{glob.escape(dst.suffix)}"):
         pid = tmp.name[len(dst.stem) + 2 :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if _alive(int(pid)):
+            raise VidrestoreError(
+                f"{dst}: another run (process {pid}) is writing this output; wait for it to finish or "
+                "choose another name"
+            )
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -45,7 +46,14 @@ from av.video.frame import PictureType
 
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.colour import Converter, planar, subsampled
-from vidrestore.io.paths import check_output_path, move_into_place, muxer_for, reason, reserve_temp
+from vidrestore.io.paths import (
+    check_output_path,
+    is_pipe,
+    move_into_place,
+    muxer_for,
+    reason,
+    reserve_temp,
+)
 from vidrestore.io.routes import Route, carried_tags, open_route
 from vidrestore.io.source import SourceDescription, SourceFrame, VideoInfo
 from vidrestore.options import EncodeOptions
@@ -70,6 +78,18 @@ _FRAME_COUNTED = frozenset({"avi"})
 # (the others lose it: PyAV cannot set a stream's own aspect ratio). Checked with FFmpeg 8.1.
 _SAR_ENCODERS = frozenset({"libx264", "libx265", "mpeg4", "mpeg1video", "mpeg2video"})
 _SAR_MUXERS = frozenset({"mov", "mp4", "ipod", "3gp", "3g2", "psp"})
+# The same defaults by muxer, for outputs whose name has no extension (standard output, --format).
+_MUXER_CODECS = {
+    "mp4": "libx264",
+    "mov": "libx264",
+    "matroska": "libx264",
+    "mpegts": "libx264",
+    "webm": "libvpx-vp9",
+    "avi": "ffv1",
+}
+# MP4 and MOV put their index after the media; to a pipe, which cannot seek back, they must be fragmented.
+_PIPE_OPTIONS = {"mp4": {"movflags": "frag_keyframe+empty_moov+default_base_moof"}}
+_PIPE_OPTIONS["mov"] = _PIPE_OPTIONS["ipod"] = _PIPE_OPTIONS["mp4"]
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 31}
 _DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 # Encoders whose bitstream cannot code an odd side with subsampled chroma (checked with FFmpeg 8.1).
@@ -104,24 +124,31 @@ class VideoSink:
         self._zero = 0.0  # seconds taken off every timestamp: the first frame's time in frame-counted muxers
         self._last_pts: int | None = None
         self._last_out_pts: int | None = None
+        self._grid: tuple[Fraction, int] | None = None  # the first frame's time and pts on a frame-rate grid
         self._tail: list[av.Packet] = []
         info = source.info
         self._size = (info.width, info.height)  # the output's, for the whole file: the first picture's
         self._size_change = settings.size_change
         self._input_size = self._size
-        check_output_path(info.path, dst, overwrite=overwrite)
-        muxer, muxer_default = muxer_for(dst)
-        self.codec = settings.codec or _default_codec(dst, muxer_default)
+        check_output_path(info.path, dst, overwrite=overwrite, format=settings.format)
+        muxer, muxer_default = muxer_for(dst, settings.format)
+        self.codec = settings.codec or _default_codec(dst, muxer, muxer_default)
         encoder = _encoder(self.codec)
         self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
         options = _encoder_options(encoder, settings)
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
-        self._tmp = reserve_temp(dst)
+        # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming) must
+        # not push the video off its frame grid.
+        container_options = {"avoid_negative_ts": "disabled"} if muxer in _FRAME_COUNTED else {}
+        self._pipe = is_pipe(dst)
+        if not self._pipe:
+            self._tmp = reserve_temp(dst)
         try:
-            # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming)
-            # must not push the video off its frame grid.
-            container_options = {"avoid_negative_ts": "disabled"} if muxer in _FRAME_COUNTED else {}
-            self._out = av.open(str(self._tmp), "w", options=container_options)
+            if self._pipe:
+                container_options.update(_PIPE_OPTIONS.get(muxer, {}))
+                self._out = av.open(sys.stdout.buffer, "w", format=muxer, options=container_options)
+            else:
+                self._out = av.open(str(self._tmp), "w", format=settings.format, options=container_options)
             self._setup(encoder, options, muxer)
         except BaseException:
             self.abort()
@@ -264,7 +291,10 @@ class VideoSink:
         """The frame's pts in the encoder's time base; on a frame-rate grid no two frames share a slot."""
         if frame.pts is None or (self._time_base == frame.frame.time_base and not self._zero):
             return frame.pts
-        pts = round((frame.pts * frame.frame.time_base - Fraction(self._zero)) / self._time_base)
+        time = frame.pts * frame.frame.time_base - Fraction(self._zero)
+        if self._grid is None:  # the grid counts from the first frame: a start half a frame off zero is fine
+            self._grid = (time, round(time / self._time_base))
+        pts = self._grid[1] + round((time - self._grid[0]) / self._time_base)
         if self._last_out_pts is not None and pts <= self._last_out_pts:
             needs, instead = (
                 (f"the {self.dst.suffix} container", "use .mkv or .mp4")
@@ -357,6 +387,9 @@ class VideoSink:
             self.abort()
             raise VidrestoreError(f"{self.dst}: no frames were written")
         self._guard(self._finish)
+        if self._pipe:
+            self._done = True
+            return
         assert self._tmp is not None
         try:
             move_into_place(self._tmp, self.dst, overwrite=self._overwrite)
@@ -430,8 +463,8 @@ def _time_base(encoder: str, muxer: str, source: Fraction, rate: Fraction) -> Fr
     return source
 
 
-def _default_codec(dst: Path, muxer_default: str) -> str:
-    codec = _DEFAULT_CODECS.get(dst.suffix.lower())
+def _default_codec(dst: Path, muxer: str, muxer_default: str) -> str:
+    codec = _DEFAULT_CODECS.get(dst.suffix.lower()) or _MUXER_CODECS.get(muxer)
     if codec is not None:
         return codec
     return "libx264" if muxer_default == "h264" else muxer_default

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,7 +33,7 @@ from av.stream import Disposition
 
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.colour import Colour, Converter
-from vidrestore.io.paths import check_input_file, reason
+from vidrestore.io.paths import check_input_file, is_pipe, reason
 
 _AV_TIME_BASE = 1_000_000
 _TRUNCATION_SLACK = 0.5  # seconds of missing video at the end that still count as whole
@@ -125,9 +126,16 @@ class VideoSource:
         if max_frames is not None and max_frames < 1:
             raise VidrestoreError(f"max_frames must be at least 1, not {max_frames}")
         check_input_file(path)
+        pipe = is_pipe(path)
         try:
-            self._container = av.open(str(path))
+            self._container = av.open(sys.stdin.buffer if pipe else str(path))
         except (av.FFmpegError, OSError, ValueError) as exc:
+            if pipe:
+                raise VidrestoreError(
+                    f"standard input: not a video stream FFmpeg can read ({reason(exc)}); a pipe cannot "
+                    "seek, so an MP4 or MOV must have its index first (faststart) or be fragmented; "
+                    "Matroska, MPEG-TS and NUT always work"
+                ) from None
             raise VidrestoreError(f"{path}: not a video file FFmpeg can read ({reason(exc)})") from None
         self.warnings: list[str] = []
         self._start, self._end, self._max_frames = start, end, max_frames
@@ -140,13 +148,14 @@ class VideoSource:
             raise
 
     def _open(self, path: Path) -> None:
+        name = "standard input" if is_pipe(path) else path
         c = self._container
         videos = [s for s in c.streams.video if not s.disposition & Disposition.attached_pic]
         if not videos:
-            raise VidrestoreError(f"{path}: no video stream (only {_kinds(c.streams) or 'nothing'})")
+            raise VidrestoreError(f"{name}: no video stream (only {_kinds(c.streams) or 'nothing'})")
         self._video = v = videos[0]
         if v.codec_context is None or v.codec_context.name in ("", "none"):
-            raise VidrestoreError(f"{path}: the video stream's codec is not known to FFmpeg")
+            raise VidrestoreError(f"{name}: the video stream's codec is not known to FFmpeg")
         v.thread_type = "AUTO"
         v.codec_context.thread_count = 0
         copies = [s for s in c.streams if s.index != v.index]
@@ -173,10 +182,10 @@ class VideoSource:
         try:
             first = self._next_in_range()
         except av.FFmpegError as exc:
-            raise VidrestoreError(f"{path}: the video cannot be decoded ({reason(exc)})") from None
+            raise VidrestoreError(f"{name}: the video cannot be decoded ({reason(exc)})") from None
         if first is None:
             where = "" if self._start is None else f" from {self._start:g} s on"
-            raise VidrestoreError(f"{path}: no video frames{where}")
+            raise VidrestoreError(f"{name}: no video frames{where}")
         self._first = first
         colour = Colour.of(first)
         self._deep = first.format.components[0].bits > 8

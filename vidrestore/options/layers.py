@@ -204,6 +204,13 @@ class EncodeOptions(Layer):
         "output pixel format (default: the input's bit depth where the codec can)",
         vapoursynth=False,
     )
+    format: str | None = setting(
+        None,
+        Text(),
+        "output container by FFmpeg's name (matroska, mp4, mpegts, avi, nut, ...); needed when the output is "
+        "'-' (standard output), else taken from the extension",
+        vapoursynth=False,
+    )
     size_change: str = setting(
         "fit",
         Choice(lambda: ("fit", "pad")),
