@@ -1,4 +1,5 @@
 import errno
+import functools
 import os
 from pathlib import Path
 
@@ -6,9 +7,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import ExifTags, Image, ImageOps
 
+from vidrestore.cli import main
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.images import image_to_tensor, read_image, tensor_to_image, write_image
+from vidrestore.io.images import (
+    ImageMeta,
+    image_to_tensor,
+    read_image,
+    read_still,
+    tensor_to_image,
+    write_image,
+)
 
 
 @pytest.mark.parametrize(
@@ -156,3 +166,167 @@ def test_failed_write_removes_the_partial_temporary_file(tmp_path, monkeypatch, 
         assert str(info.value) == f"{dst}: cannot write (No space left on device)"
     else:
         assert info.value is error  # not an OSError: passed on unchanged, after the clean-up
+
+
+# --- metadata: ICC profile, EXIF (orientation applied and reset) and DPI ---
+
+_SAVE = {  # suffix → Pillow format and options that keep a test picture exact where the format can
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".tif": ("TIFF", {}),  # uncompressed: Pillow's libtiff path (any compression) drops EXIF sub-IFDs
+    ".webp": ("WEBP", {"lossless": True}),
+}
+
+
+@functools.cache
+def _icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif(orientation: int = 6) -> Image.Exif:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Vidrestore Camera Co."
+    exif[ExifTags.Base.Model] = "Test 1"
+    exif[ExifTags.Base.Orientation] = orientation
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:06 07:08:09"
+    return exif
+
+
+def _photo(path: Path, pixels: np.ndarray, **info) -> None:
+    """Write a test photo with Pillow, an encoder independent of the one under test."""
+    fmt, options = _SAVE[path.suffix]
+    if isinstance(info.get("exif"), Image.Exif):
+        info["exif"] = info["exif"].tobytes()  # as bytes, Pillow's TIFF writer keeps the Exif sub-IFD
+    Image.fromarray(pixels).save(path, fmt, **options, **info)
+
+
+def _pixels(h: int = 24, w: int = 40) -> np.ndarray:
+    """A smooth, asymmetric RGB picture: every orientation of it is a different array."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([x * 255 // (w - 1), y * 255 // (h - 1), (x + 2 * y) * 255 // (w + 2 * h)]).astype(
+        np.uint8
+    )
+
+
+def _tags(path: Path) -> tuple[bytes | None, dict, tuple[float, float] | None]:
+    with Image.open(path) as im:
+        exif = im.getexif()
+        tags = dict(exif) | {"exif-ifd": dict(exif.get_ifd(ExifTags.IFD.Exif))}
+        return im.info.get("icc_profile"), tags, im.info.get("dpi")
+
+
+@pytest.mark.parametrize("suffix", list(_SAVE))
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_is_applied_to_the_pixels_and_reset(tmp_path, suffix, orientation):
+    path = tmp_path / f"o{suffix}"
+    _photo(path, _pixels(), exif=_exif(orientation))
+    img, meta = read_still(path)
+    with Image.open(path) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im))  # Pillow's reading of the same file
+    assert img.shape == upright.shape
+    assert np.abs(img.astype(int) - upright).max() <= (2 if suffix == ".jpg" else 0)  # two JPEG decoders
+    tags = Image.Exif()
+    tags.load(meta.exif)
+    assert tags[ExifTags.Base.Orientation] == 1 and tags[ExifTags.Base.Model] == "Test 1"
+
+
+@pytest.mark.parametrize("out_suffix", list(_SAVE))
+@pytest.mark.parametrize("in_suffix", list(_SAVE))
+def test_icc_exif_and_dpi_are_kept(tmp_path, in_suffix, out_suffix):
+    src, dst = tmp_path / f"in{in_suffix}", tmp_path / f"out{out_suffix}"
+    icc, exif = _icc(), _exif(6)
+    if in_suffix == ".webp":  # WebP has no resolution field: photo tools put it in EXIF
+        exif[ExifTags.Base.XResolution], exif[ExifTags.Base.YResolution] = 300, 150
+        exif[ExifTags.Base.ResolutionUnit] = 2
+    _photo(src, _pixels(), icc_profile=icc, exif=exif, dpi=(300, 150))
+    img, meta = read_still(src)
+    assert img.shape == (40, 24, 3)  # orientation 6: stored landscape, shown portrait
+    assert write_image(dst, img, meta) == ()
+    out_icc, tags, dpi = _tags(dst)
+    assert out_icc == icc
+    assert tags[ExifTags.Base.Make] == "Vidrestore Camera Co." and tags[ExifTags.Base.Orientation] == 1
+    assert tags["exif-ifd"][ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"
+    if out_suffix == ".webp":  # no resolution field in WebP: it goes in EXIF, where readers look
+        dpi = (tags[ExifTags.Base.XResolution], tags[ExifTags.Base.YResolution])
+        assert tags[ExifTags.Base.ResolutionUnit] == 2
+    assert dpi == pytest.approx((300, 150), rel=1e-4)  # PNG stores whole pixels per metre: 299.9994
+    if out_suffix == ".tif":  # the input's own strip layout was not carried into the output's IFD0
+        np.testing.assert_array_equal(read_image(dst), img)
+    back, again = read_still(dst)
+    assert back.shape == img.shape  # read back: already upright, not turned a second time
+    assert again.icc == icc
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_sixteen_bit_keeps_depth_and_metadata(tmp_path, suffix, channels):
+    src = tmp_path / "in.jpg"
+    _photo(src, _pixels(), icc_profile=_icc(), exif=_exif(1), dpi=(600, 600))
+    _, meta = read_still(src)
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 65535, (24, 40, channels)[: 2 if channels == 1 else 3], np.uint16, endpoint=True)
+    dst = tmp_path / f"out{suffix}"
+    lost = write_image(dst, img, meta)
+    back, again = read_still(dst)
+    np.testing.assert_array_equal(back, img)
+    assert lost == () and again.icc == meta.icc and _exif_tags(again.exif) == _exif_tags(meta.exif)
+    assert again.dpi == pytest.approx((600, 600), rel=1e-4)
+
+
+def _exif_tags(raw: bytes) -> dict:
+    exif = Image.Exif()
+    exif.load(raw)
+    return dict(exif) | {"exif-ifd": dict(exif.get_ifd(ExifTags.IFD.Exif))}
+
+
+def test_bmp_keeps_dpi_and_says_what_it_cannot_keep(tmp_path):
+    src = tmp_path / "in.png"
+    _photo(src, _pixels(), icc_profile=_icc(), exif=_exif(3), dpi=(72, 96))
+    img, meta = read_still(src)
+    assert write_image(tmp_path / "out.bmp", img, meta) == ("ICC profile", "EXIF")
+    back, again = read_still(tmp_path / "out.bmp")
+    np.testing.assert_array_equal(back, img)
+    assert again.dpi == pytest.approx((72, 96), rel=1e-3)
+
+
+def test_no_metadata_invented(tmp_path):
+    for suffix in _SAVE:
+        _photo(tmp_path / f"plain{suffix}", _pixels())
+        img, meta = read_still(tmp_path / f"plain{suffix}")
+        # A JPEG that states no density is not given Pillow's stand-in 72 dpi.
+        assert meta == ImageMeta(), suffix
+        write_image(tmp_path / f"out{suffix}", img, meta)
+        icc, tags, _ = _tags(tmp_path / f"out{suffix}")
+        assert icc is None and ExifTags.Base.Make not in tags
+
+
+def test_unreadable_exif_is_dropped_and_said(tmp_path):
+    path = tmp_path / "bad-exif.png"
+    _photo(path, _pixels(), exif=b"Exif\x00\x00II*\x00\xff\xff\xff\x7f")  # IFD0 offset far past the end
+    img, meta = read_still(path)
+    assert img.shape == (24, 40, 3) and meta.exif is None
+    assert write_image(tmp_path / "out.png", img, meta) == ("EXIF (unreadable)",)
+
+
+def test_image_command_keeps_metadata_and_turns_a_sideways_photo_upright(
+    tmp_path, astronaut, tiny_checkpoint, offline, capsys
+):
+    """A camera's portrait shot: pixels stored sideways, EXIF orientation 6. The face is found upright."""
+    photo = astronaut[:256, 96:352]  # the face, and little else: a quick run
+    sideways = np.ascontiguousarray(np.rot90(photo, 1))  # what orientation 6 turns back clockwise
+    src, dst = tmp_path / "portrait.jpg", tmp_path / "out.jpg"
+    _photo(src, sideways, icc_profile=_icc(), exif=_exif(6), dpi=(240, 240))
+    assert (
+        main(["image", str(src), "-o", str(dst), "--weights", tiny_checkpoint, "--detector", "centerface"])
+        == 0
+    )
+    assert f"{src} -> {dst}: 1 face(s)\n" in capsys.readouterr().err
+    img = read_image(dst)
+    assert img.shape == photo.shape  # upright, as shown, and not turned again on reading
+    assert np.abs(img[200:].astype(int) - photo[200:]).mean() < 3  # below the face: JPEG loss only
+    icc, tags, dpi = _tags(dst)
+    assert icc == _icc() and dpi == (240, 240)
+    assert tags[ExifTags.Base.Orientation] == 1 and tags[ExifTags.Base.Model] == "Test 1"
+    assert tags["exif-ifd"][ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"
