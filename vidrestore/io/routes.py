@@ -60,8 +60,13 @@ def open_route(
 ) -> Route | None:
     """Copy the stream when the muxer takes it; else re-encode audio, convert text subtitles, or drop it.
     Anything but a plain copy adds a line to ``notices``."""
-    what = f"{template.type} stream #{template.index} ({template.codec})"
+    what = f"{template.type} stream #{template.index} ({template.label})"
     route: Route | None = None
+    if template.codec == "dvd_nav_packet":  # a muxer may take them (MPEG-TS, as bin_data): still stale
+        notices.append(
+            f"{what}: dropped (they point into the source DVD's sectors, meaningless in a new file)"
+        )
+        return None
     if _muxer_accepts(muxer, template.stream):
         route = _Copy(out.add_stream_from_template(template.stream))
     elif template.type == "audio" and (target := _audio_codec_for(muxer, out)):
