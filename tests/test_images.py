@@ -1,3 +1,4 @@
+import dataclasses
 import errno
 import functools
 import os
@@ -185,6 +186,11 @@ def _icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def _icc_for(space: bytes) -> bytes:
+    """The sRGB profile relabelled for another colour space: only its header is read here."""
+    return _icc()[:16] + space + _icc()[20:]
+
+
 def _exif(orientation: int = 6) -> Image.Exif:
     exif = Image.Exif()
     exif[ExifTags.Base.Make] = "Vidrestore Camera Co."
@@ -265,6 +271,8 @@ def test_sixteen_bit_keeps_depth_and_metadata(tmp_path, suffix, channels):
     src = tmp_path / "in.jpg"
     _photo(src, _pixels(), icc_profile=_icc(), exif=_exif(1), dpi=(600, 600))
     _, meta = read_still(src)
+    if channels == 1:  # a grey picture takes a grey profile (libpng refuses an RGB one)
+        meta = dataclasses.replace(meta, icc=_icc_for(b"GRAY"))
     rng = np.random.default_rng(1)
     img = rng.integers(0, 65535, (24, 40, channels)[: 2 if channels == 1 else 3], np.uint16, endpoint=True)
     dst = tmp_path / f"out{suffix}"
@@ -300,6 +308,30 @@ def test_no_metadata_invented(tmp_path):
         write_image(tmp_path / f"out{suffix}", img, meta)
         icc, tags, _ = _tags(tmp_path / f"out{suffix}")
         assert icc is None and ExifTags.Base.Make not in tags
+
+
+def test_a_profile_for_other_pixels_is_dropped_and_said(tmp_path):
+    """A CMYK JPEG: OpenCV decodes it as RGB, which its CMYK profile does not describe."""
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(_pixels()).convert("CMYK").save(path, icc_profile=_icc_for(b"CMYK"), exif=_exif(1))
+    img, meta = read_still(path)
+    assert img.ndim == 3 and meta.icc is None and meta.exif
+    assert write_image(tmp_path / "out.png", img, meta) == ("ICC profile (made for CMYK pixels, not these)",)
+    assert _tags(tmp_path / "out.png")[0] is None
+
+
+def test_exif_pixel_dimensions_follow_the_written_picture(tmp_path):
+    """Turned upright and enlarged (--upscale 2): EXIF's PixelXDimension/PixelYDimension say so."""
+    exif = _exif(6)
+    exif.get_ifd(ExifTags.IFD.Exif).update(
+        {ExifTags.Base.ExifImageWidth: 40, ExifTags.Base.ExifImageHeight: 24}
+    )
+    _photo(tmp_path / "in.jpg", _pixels(), exif=exif)
+    img, meta = read_still(tmp_path / "in.jpg")
+    big = cv2.resize(img, (img.shape[1] * 2, img.shape[0] * 2))
+    write_image(tmp_path / "out.webp", big, meta)
+    sub = _tags(tmp_path / "out.webp")[1]["exif-ifd"]
+    assert (sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight]) == (48, 80)
 
 
 def test_unreadable_exif_is_dropped_and_said(tmp_path):

@@ -6,12 +6,13 @@ keep it: the ICC profile, EXIF (orientation applied to the pixels, its tag reset
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,7 @@ _SIXTEEN_BIT_SUFFIXES = frozenset({".png", ".tif", ".tiff"})
 _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 # OpenCV's encoders that embed ICC and EXIF blobs (imencodeWithMetadata); TIFF gets them as tags after.
 _OPENCV_METADATA_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+_OPENCV_METADATA = {"ICC profile": cv2.IMAGE_METADATA_ICCP, "EXIF": cv2.IMAGE_METADATA_EXIF}
 _ICC_TAG = 34675
 _SUB_IFDS = frozenset({ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo})
 _ORIENTATION = ExifTags.Base.Orientation
@@ -51,7 +53,8 @@ _UPRIGHT = {
     7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
 }
-# Formats whose OpenCV decoder already applies the orientation tag (libtiff's TIFFReadRGBA*).
+# Formats whose OpenCV decoder applies the orientation tag itself, even with IMREAD_UNCHANGED (OpenCV 5.0,
+# 8- and 16-bit TIFF; test_orientation_is_applied_to_the_pixels_and_reset holds it to that).
 _DECODER_ORIENTS = frozenset({"TIFF"})
 
 
@@ -74,7 +77,7 @@ class ImageMeta:
     icc: bytes | None = None
     exif: bytes | None = None  # TIFF-structured (no "Exif\0\0" header); orientation 1: pixels are upright
     dpi: tuple[float, float] | None = None
-    lost: tuple[str, ...] = ()  # what the input had but could not be read back (said in the job's log line)
+    lost: tuple[str, ...] = ()  # what the input had that cannot go out with it (said in the job's log line)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -120,6 +123,11 @@ def read_still(path: Path) -> tuple[np.ndarray, ImageMeta]:
         img = cv2.cvtColor(img, code)
     if orientation in _UPRIGHT:
         img = np.ascontiguousarray(_UPRIGHT[orientation](img))
+    space = (meta.icc or b"")[16:20]
+    if meta.icc and space != (b"GRAY" if img.ndim == 2 else b"RGB "):
+        # e.g. a CMYK JPEG, which OpenCV decodes as RGB: its profile would misdescribe these pixels
+        note = f"ICC profile (made for {space.decode('latin-1').strip() or 'other'} pixels, not these)"
+        meta = replace(meta, icc=None, lost=(*meta.lost, note))
     return img, meta
 
 
@@ -138,7 +146,7 @@ def _metadata(im: Image.Image) -> tuple[ImageMeta, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # Pillow only warns of corrupt EXIF, and drops it
             exif = im.getexif()
-            dpi = dpi or _exif_dpi(exif)
+            dpi = _usable_dpi(dpi) or _exif_dpi(exif)
             orientation = exif.get(_ORIENTATION, 1)
             for tag in _LAYOUT_TAGS | (_RESOLUTION_TAGS if im.format == "TIFF" else frozenset()):
                 exif.pop(tag, None)
@@ -149,16 +157,23 @@ def _metadata(im: Image.Image) -> tuple[ImageMeta, int]:
         raw, orientation, lost = None, 1, ("EXIF (unreadable)",)
     if orientation not in _UPRIGHT or im.format in _DECODER_ORIENTS:
         orientation = 1
-    return ImageMeta(icc, raw, tuple(map(float, dpi)) if dpi else None, lost), orientation
+    return ImageMeta(icc, raw, _usable_dpi(dpi), lost), orientation
+
+
+def _usable_dpi(dpi: object) -> tuple[float, float] | None:
+    """Two positive, finite numbers, or None: 0 (a PNG's "unknown") and 0/0 rationals state nothing."""
+    try:
+        x, y = (float(d) for d in dpi)  # type: ignore[union-attr]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return (x, y) if all(math.isfinite(d) and d > 0 for d in (x, y)) else None
 
 
 def _exif_dpi(exif: Image.Exif) -> tuple[float, float] | None:
     """EXIF's X/YResolution in dots per inch, where it states them in inches or centimetres."""
-    x, y = exif.get(ExifTags.Base.XResolution), exif.get(ExifTags.Base.YResolution)
     per_inch = {2: 1.0, 3: 2.54}.get(exif.get(ExifTags.Base.ResolutionUnit, 2))
-    if not (x and y and per_inch):
-        return None
-    return float(x) * per_inch, float(y) * per_inch
+    dpi = _usable_dpi((exif.get(ExifTags.Base.XResolution), exif.get(ExifTags.Base.YResolution)))
+    return (dpi[0] * per_inch, dpi[1] * per_inch) if dpi and per_inch else None
 
 
 def write_image(path: Path, img: np.ndarray, meta: ImageMeta = ImageMeta()) -> tuple[str, ...]:
@@ -169,45 +184,52 @@ def write_image(path: Path, img: np.ndarray, meta: ImageMeta = ImageMeta()) -> t
     suffix = path.suffix.lower()
     if suffix not in _SIXTEEN_BIT_SUFFIXES and img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257).round().astype(np.uint8)
+    # WebP has no resolution field: its DPI goes in EXIF, where readers look for it.
+    exif = _exif_for(meta.exif, img.shape[:2], meta.dpi if suffix == ".webp" else None)
+    present = {name: blob for name, blob in (("ICC profile", meta.icc), ("EXIF", exif)) if blob}
     if img.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if img.shape[2] == 4 else cv2.COLOR_RGB2BGR
         img = cv2.cvtColor(img, code)
-    exif = meta.exif
-    if meta.dpi and suffix == ".webp":
-        exif = _exif_with_dpi(exif, meta.dpi)  # WebP has no resolution field: EXIF is where readers look
-    present = [
-        (name, kind, blob)
-        for name, kind, blob in (
-            ("ICC profile", cv2.IMAGE_METADATA_ICCP, meta.icc),
-            ("EXIF", cv2.IMAGE_METADATA_EXIF, exif),
-        )
-        if blob
-    ]
     if suffix in _OPENCV_METADATA_SUFFIXES and present:
-        kinds = [kind for _, kind, _ in present]
-        ok, buf = cv2.imencodeWithMetadata(
-            suffix, img, kinds, [np.frombuffer(b, np.uint8) for *_, b in present]
-        )
+        kinds = [_OPENCV_METADATA[name] for name in present]
+        blobs = [np.frombuffer(blob, np.uint8) for blob in present.values()]
+        ok, buf = cv2.imencodeWithMetadata(suffix, img, kinds, blobs)
     else:
         ok, buf = cv2.imencode(suffix, img)
     if not ok:
         raise VidrestoreError(f"{path}: OpenCV cannot encode this image format")
     data = buf.tobytes()
-    if suffix in _TIFF_SUFFIXES:
-        data = _tiff_with_tags(data, meta)
+    lost = list(present) if suffix == ".bmp" else []
+    if suffix in _TIFF_SUFFIXES and (present or meta.dpi):
+        tagged = _tiff_with_tags(data, meta.icc, exif, meta.dpi)
+        if tagged is None:
+            lost = [*present, *(["DPI"] if meta.dpi else [])]
+        data = tagged or data
     elif meta.dpi and suffix in _DPI_WRITERS:
-        data = _DPI_WRITERS[suffix](data, meta.dpi)
+        dense = _DPI_WRITERS[suffix](data, meta.dpi)
+        if dense is None:
+            lost.append("DPI")
+        data = dense or data
     atomic_write_bytes(path, data)
-    return meta.lost + (tuple(name for name, *_ in present) if suffix == ".bmp" else ())
+    return (*meta.lost, *lost)
 
 
-def _exif_with_dpi(exif: bytes | None, dpi: tuple[float, float]) -> bytes:
-    """``exif`` (or a new EXIF) with its X/YResolution set to ``dpi``, in inches."""
+def _exif_for(exif: bytes | None, size: tuple[int, int], dpi: tuple[float, float] | None) -> bytes | None:
+    """``exif`` with its pixel dimensions made those written (turned upright, enlarged) and ``dpi`` set."""
+    if not exif and not dpi:
+        return exif
     tags = Image.Exif()
     if exif:
         tags.load(exif)
-    tags[ExifTags.Base.XResolution], tags[ExifTags.Base.YResolution] = dpi
-    tags[ExifTags.Base.ResolutionUnit] = 2
+    sub = tags.get_ifd(ExifTags.IFD.Exif)
+    dims = {ExifTags.Base.ExifImageWidth: size[1], ExifTags.Base.ExifImageHeight: size[0]}
+    changed = {tag: value for tag, value in dims.items() if tag in sub and sub[tag] != value}
+    if not changed and not dpi:
+        return exif
+    sub.update(changed)
+    if dpi:
+        tags[ExifTags.Base.XResolution], tags[ExifTags.Base.YResolution] = dpi
+        tags[ExifTags.Base.ResolutionUnit] = 2
     return tags.tobytes()[6:]
 
 
@@ -223,47 +245,49 @@ def _png_with_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
     return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]
 
 
-def _jpeg_with_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
+def _jpeg_with_dpi(data: bytes, dpi: tuple[float, float]) -> bytes | None:
     """Set the density of the JFIF APP0 segment libjpeg writes first (unit 1: dots per inch)."""
     if data[2:4] != b"\xff\xe0" or data[6:11] != b"JFIF\0":
-        raise VidrestoreError("OpenCV wrote a JPEG without a JFIF header: cannot record its DPI")
+        return None
     x, y = (min(65535, max(1, round(d))) for d in dpi)
     return data[:13] + struct.pack(">BHH", 1, x, y) + data[18:]
 
 
-def _bmp_with_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
-    """Set biXPelsPerMeter / biYPelsPerMeter of the BITMAPINFOHEADER OpenCV writes."""
+def _bmp_with_dpi(data: bytes, dpi: tuple[float, float]) -> bytes | None:
+    """Set biXPelsPerMeter / biYPelsPerMeter of the BITMAPINFOHEADER (or a later version) OpenCV writes."""
+    if data[:2] != b"BM" or struct.unpack("<I", data[14:18])[0] < 40:
+        return None
     return data[:38] + struct.pack("<ii", *_per_metre(dpi)) + data[46:]
 
 
 _DPI_WRITERS = {".png": _png_with_dpi, ".jpg": _jpeg_with_dpi, ".jpeg": _jpeg_with_dpi, ".bmp": _bmp_with_dpi}
 
 
-def _tiff_with_tags(data: bytes, meta: ImageMeta) -> bytes:
+def _tiff_with_tags(
+    data: bytes, icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None
+) -> bytes | None:
     """Add the ICC profile, EXIF (with its Exif and GPS sub-IFDs) and DPI to the IFD0 of OpenCV's TIFF.
 
     OpenCV's TIFF encoder takes no metadata and Pillow's cannot write 16-bit RGB, so the tags are added
     after encoding: Pillow lays out the new entries and their values past the end of the file, and a new
     IFD0 there, OpenCV's entries and these merged in tag order, replaces the old one; the pixel strips
-    stay where they are.
+    stay where they are. None for a BigTIFF (OpenCV writes one only past 4 GiB), whose IFDs differ.
     """
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
+        return None
     extra = TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:8])
-    if meta.exif:
-        exif = Image.Exif()
-        exif.load(meta.exif)
-        for tag in exif:
-            extra[tag] = exif.get_ifd(tag) if tag in _SUB_IFDS else exif[tag]
-    if meta.icc:
-        extra[_ICC_TAG] = meta.icc
+    if exif:
+        tags = Image.Exif()
+        tags.load(exif)
+        for tag in tags:
+            extra[tag] = tags.get_ifd(tag) if tag in _SUB_IFDS else tags[tag]
+    if icc:
+        extra[_ICC_TAG] = icc
         extra.tagtype[_ICC_TAG] = TiffTags.UNDEFINED
-    if meta.dpi:
-        extra[ExifTags.Base.XResolution], extra[ExifTags.Base.YResolution] = meta.dpi
+    if dpi:
+        extra[ExifTags.Base.XResolution], extra[ExifTags.Base.YResolution] = dpi
         extra[ExifTags.Base.ResolutionUnit] = 2
-    if not len(extra):
-        return data
-    order = "<" if data[:2] == b"II" else ">"
-    if struct.unpack(order + "H", data[2:4])[0] != 42:
-        raise VidrestoreError("OpenCV wrote a BigTIFF: cannot add its ICC profile, EXIF and DPI")
     (ifd0,) = struct.unpack(order + "I", data[4:8])
     (count,) = struct.unpack(order + "H", data[ifd0 : ifd0 + 2])
     entries = _ifd_entries(data, ifd0, count, order)
@@ -272,7 +296,7 @@ def _tiff_with_tags(data: bytes, meta: ImageMeta) -> bytes:
     added = extra.tobytes(start)  # an IFD of the new tags alone, then their values; its entries are reused
     entries |= _ifd_entries(added, 0, len(extra), order)
     head = start + len(added) + len(added) % 2
-    out = b"".join(
+    return b"".join(
         (
             data[:4],
             struct.pack(order + "I", head),
@@ -285,7 +309,6 @@ def _tiff_with_tags(data: bytes, meta: ImageMeta) -> bytes:
             next_ifd,
         )
     )
-    return out
 
 
 def _ifd_entries(data: bytes, at: int, count: int, order: str) -> dict[int, bytes]:
