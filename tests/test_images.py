@@ -2,6 +2,7 @@ import dataclasses
 import errno
 import functools
 import os
+import types
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from vidrestore.io.images import (
     tensor_to_image,
     write_image,
 )
+from vidrestore.stills import Job, restore_images
 
 
 @pytest.mark.parametrize(
@@ -362,3 +364,30 @@ def test_image_command_keeps_metadata_and_turns_a_sideways_photo_upright(
     assert icc == _icc() and dpi == (240, 240)
     assert tags[ExifTags.Base.Orientation] == 1 and tags[ExifTags.Base.Model] == "Test 1"
     assert tags["exif-ifd"][ExifTags.Base.DateTimeOriginal] == "2024:05:06 07:08:09"
+
+
+class _Unchanged:
+    """Stands in for FaceRestorer: finds no face and hands the picture back as it came."""
+
+    device = torch.device("cpu")
+
+    def restore(self, t, upscale=1):
+        return types.SimpleNamespace(frames=t, faces=[[]])
+
+
+def test_image_jobs_name_what_a_format_cannot_keep(tmp_path):
+    _photo(tmp_path / "photo.jpg", _pixels(), icc_profile=_icc(), exif=_exif(6), dpi=(300, 300))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    jobs = [
+        Job(tmp_path / "photo.jpg", tmp_path / "out" / "photo.bmp"),
+        Job(tmp_path / "broken.png", tmp_path / "out" / "broken.png"),
+        Job(tmp_path / "photo.jpg", tmp_path / "out" / "photo.webp"),
+    ]
+    lines = []
+    summary = restore_images(_Unchanged(), jobs, lines.append)
+    assert lines == [
+        f"{jobs[0].src} -> {jobs[0].dst}: 0 face(s) (not kept: ICC profile, EXIF)",
+        f"{jobs[2].src} -> {jobs[2].dst}: 0 face(s)",
+    ]
+    assert summary.images == 2 and len(summary.errors) == 1 and "broken.png" in summary.errors[0]
+    assert read_image(jobs[0].dst).shape == (40, 24, 3)  # upright
