@@ -16,7 +16,7 @@ import av
 from av.audio.resampler import AudioResampler
 from av.subtitles.subtitle import SubtitleSet
 
-from vidrestore.io.source import StreamTemplate
+from vidrestore.io.source import DVD_NAV, StreamTemplate
 
 # Muxers of the QuickTime family: their track title is read back as "name" and written from "title".
 _MOV_FAMILY = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"})
@@ -62,7 +62,7 @@ def open_route(
     Anything but a plain copy adds a line to ``notices``."""
     what = f"{template.type} stream #{template.index} ({template.label})"
     route: Route | None = None
-    if template.codec == "dvd_nav_packet":  # a muxer may take them (MPEG-TS, as bin_data): still stale
+    if template.codec == DVD_NAV:  # a muxer may take them (MPEG-TS, as bin_data): still stale
         notices.append(
             f"{what}: dropped (they point into the source DVD's sectors, meaningless in a new file)"
         )

@@ -35,8 +35,10 @@ from vidrestore.io.colour import Colour, Converter
 from vidrestore.io.paths import check_input_file, reason
 
 _AV_TIME_BASE = 1_000_000
+# MPEG-PS private stream 2 of a DVD's VOB files: PCI/DSI packets that index the disc's sectors.
+DVD_NAV = "dvd_nav_packet"
 # Data codecs whose FFmpeg name says little to a user.
-_LABELS = {"dvd_nav_packet": "DVD navigation packets"}
+_LABELS = {DVD_NAV: "DVD navigation packets"}
 _TRUNCATION_SLACK = 0.5  # seconds of missing video at the end that still count as whole
 
 
