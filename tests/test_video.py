@@ -527,6 +527,34 @@ def test_subtitles_are_converted_or_dropped_with_a_notice(ffv1: clips.ClipSpec, 
     assert sink.notices == ["subtitle stream #2 (srt) cannot be stored in avi: dropped"]
 
 
+def _dvd_vob(path: Path) -> Path:
+    """A VOB as a DVD holds it: the "dvd" muxer opens each video unit with a navigation pack (PES 0xBF)."""
+    with av.open(str(path), "w", format="dvd") as out:
+        v = out.add_stream("mpeg2video", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.codec_context.gop_size = 5
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(v.encode(frame))
+        out.mux(v.encode())
+    assert path.read_bytes().count(b"\x00\x00\x01\xbf") >= 2  # private_stream_2 PES packets: PCI, DSI
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])  # MPEG-TS would take a copy (as bin_data): still dropped
+def test_dvd_navigation_packets_are_named_and_dropped(tmp_path: Path, suffix: str) -> None:
+    vob = _dvd_vob(tmp_path / "VTS_01_1.VOB")
+    source, sink, _ = transcode(vob, tmp_path / f"out{suffix}")
+    assert source.description.info.other_streams == ["#0 data: DVD navigation packets"]
+    assert sink.notices == [
+        "data stream #0 (DVD navigation packets): dropped (they point into the source DVD's sectors, "
+        "meaningless in a new file)"
+    ]
+    with av.open(str(tmp_path / f"out{suffix}")) as c:
+        assert [s.type for s in c.streams] == ["video"]
+
+
 # -- trimming --------------------------------------------------------------------------------------
 
 

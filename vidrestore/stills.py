@@ -11,7 +11,7 @@ import numpy as np
 
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.images import IMAGE_SUFFIXES, image_to_tensor, read_image, tensor_to_image, write_image
+from vidrestore.io.images import IMAGE_SUFFIXES, image_to_tensor, read_still, tensor_to_image, write_image
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Summary:
 
 
 def restore_image(restorer: FaceRestorer, img: np.ndarray, upscale: int = 1) -> tuple[np.ndarray, int]:
-    """Restore one decoded image (any layout :func:`read_image` returns); returns it and its face count."""
+    """Restore one decoded image (any layout :func:`read_still` returns); returns it and its face count."""
     t, layout = image_to_tensor(img, restorer.device)
     result = restorer.restore(t, upscale=upscale)
     return tensor_to_image(result.frames, layout, img, upscale), len(result.faces[0])
@@ -96,14 +96,14 @@ def restore_image(restorer: FaceRestorer, img: np.ndarray, upscale: int = 1) -> 
 def restore_images(
     restorer: FaceRestorer, jobs: Sequence[Job], log: Callable[[str], None], upscale: int = 1
 ) -> Summary:
-    """Restore each job; a bad file is reported and skipped, the others still run."""
+    """Restore each job, keeping its ICC profile, EXIF and DPI; a bad file is reported and skipped."""
     summary = Summary()
     for job in jobs:
         try:
-            img = read_image(job.src)
+            img, meta = read_still(job.src)
             out, n = restore_image(restorer, img, upscale)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image(job.dst, out)
+            lost = write_image(job.dst, out, meta)
         except VidrestoreError as exc:
             summary.errors.append(str(exc))
             continue
@@ -113,5 +113,5 @@ def restore_images(
         summary.images += 1
         summary.faces += n
         summary.without_faces += n == 0
-        log(f"{job.src} -> {job.dst}: {n} face(s)")
+        log(f"{job.src} -> {job.dst}: {n} face(s)" + (f" (not kept: {', '.join(lost)})" if lost else ""))
     return summary

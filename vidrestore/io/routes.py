@@ -16,7 +16,7 @@ import av
 from av.audio.resampler import AudioResampler
 from av.subtitles.subtitle import SubtitleSet
 
-from vidrestore.io.source import StreamTemplate
+from vidrestore.io.source import DVD_NAV, StreamTemplate
 
 # Muxers of the QuickTime family: their track title is read back as "name" and written from "title".
 _MOV_FAMILY = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"})
@@ -60,8 +60,13 @@ def open_route(
 ) -> Route | None:
     """Copy the stream when the muxer takes it; else re-encode audio, convert text subtitles, or drop it.
     Anything but a plain copy adds a line to ``notices``."""
-    what = f"{template.type} stream #{template.index} ({template.codec})"
+    what = f"{template.type} stream #{template.index} ({template.label})"
     route: Route | None = None
+    if template.codec == DVD_NAV:  # a muxer may take them (MPEG-TS, as bin_data): still stale
+        notices.append(
+            f"{what}: dropped (they point into the source DVD's sectors, meaningless in a new file)"
+        )
+        return None
     if _muxer_accepts(muxer, template.stream):
         route = _Copy(out.add_stream_from_template(template.stream))
     elif template.type == "audio" and (target := _audio_codec_for(muxer, out)):

@@ -36,6 +36,10 @@ from vidrestore.io.colour import Colour, Converter
 from vidrestore.io.paths import check_input_file, is_pipe, reason
 
 _AV_TIME_BASE = 1_000_000
+# MPEG-PS private stream 2 of a DVD's VOB files: PCI/DSI packets that index the disc's sectors.
+DVD_NAV = "dvd_nav_packet"
+# Data codecs whose FFmpeg name says little to a user.
+_LABELS = {DVD_NAV: "DVD navigation packets"}
 _TRUNCATION_SLACK = 0.5  # seconds of missing video at the end that still count as whole
 
 
@@ -71,6 +75,11 @@ class StreamTemplate:
     # The input stream, a template for the output stream (``OutputContainer.add_stream_from_template``) and
     # for the sink's own decoder. Read only while the sink is being built, before decoding starts.
     stream: av.stream.Stream
+
+    @property
+    def label(self) -> str:
+        """The codec as a user reads it: FFmpeg's name, or what the stream is where that name says little."""
+        return _LABELS.get(self.codec, self.codec)
 
 
 @dataclass(frozen=True)
@@ -449,12 +458,15 @@ def _codec_name(s: av.stream.Stream) -> str:
     if s.type == "attachment":
         return f"{s.name}, {s.mimetype}"
     cc = s.codec_context
-    return cc.name if cc is not None and cc.name else "unknown codec"
+    # A data stream has no codec context (nothing decodes it), but its parameters name the codec.
+    name = cc.name if cc is not None and cc.name else s.name
+    return name if name and name != "none" else "unknown codec"
 
 
 def _one_line(s: av.stream.Stream) -> str:
     """One line per stream, for the user: '#1 audio: aac, 48000 Hz, mono (fra, "Tone")'."""
-    parts = [_codec_name(s)]
+    codec = _codec_name(s)
+    parts = [_LABELS.get(codec, codec)]
     if s.type == "audio":
         parts += [f"{s.rate} Hz", s.layout.name]
     label = [x for x in (s.metadata.get("language"), s.metadata.get("title") or s.metadata.get("name")) if x]
