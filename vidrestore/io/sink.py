@@ -43,6 +43,14 @@ import numpy as np
 from av.video.frame import PictureType
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.io.carry import (
+    alpha_candidates,
+    copy_alpha,
+    has_alpha,
+    hdr_default_codec,
+    hdr_options,
+    losses,
+)
 from vidrestore.io.colour import Converter, planar, subsampled
 from vidrestore.io.paths import check_output_path, move_into_place, muxer_for, reason, reserve_temp
 from vidrestore.io.routes import Route, carried_tags, open_route
@@ -99,10 +107,13 @@ class VideoSink:
         self._input_size = self._size
         check_output_path(info.path, dst, overwrite=overwrite)
         muxer, muxer_default = muxer_for(dst)
-        self.codec = settings.codec or _default_codec(dst, muxer_default)
+        self._muxer = muxer
+        # An HDR source defaults to a 10-bit codec that carries its metadata.
+        hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
+        self.codec = settings.codec or hdr_codec or _default_codec(dst, muxer_default)
         encoder = _encoder(self.codec)
         self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
-        options = _encoder_options(encoder, settings)
+        options = self._carry(encoder, _encoder_options(encoder, settings))
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         self._tmp = reserve_temp(dst)
         try:
@@ -112,6 +123,7 @@ class VideoSink:
             self.abort()
             raise
         self._compose = self.pix_fmt == info.pix_fmt and planar(info.pix_fmt)
+        self._alpha = source.alpha and has_alpha(self.pix_fmt)
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
@@ -139,6 +151,7 @@ class VideoSink:
         if not supported:
             return info.pix_fmt
         allowed = [f for f in supported if not (odd and subsampled(f))]
+        allowed = alpha_candidates(encoder.name, self._muxer, allowed, keep=self._source.alpha)
         if not allowed:
             raise VidrestoreError(
                 f"{encoder.name} cannot code the odd frame size {size}; choose another codec"
@@ -156,6 +169,18 @@ class VideoSink:
                 f"encoding as {depth}-bit {chosen}"
             )
         return chosen
+
+    def _carry(self, encoder: av.Codec, options: dict[str, str]) -> dict[str, str]:
+        """The source's HDR10 metadata in the encoder's parameters; one notice for what the output cannot
+        carry (alpha, HDR10 metadata)."""
+        src = self._source
+        lost = losses(encoder.name, self._muxer, self.pix_fmt, alpha=src.alpha, hdr10=src.hdr10)
+        if lost:
+            self.notices.append(
+                f"{encoder.name} in {self._muxer} cannot carry the input's {' or its '.join(lost)}: "
+                "the output has none"
+            )
+        return hdr_options(encoder.name, src.hdr10, options) if src.hdr10 else options
 
     def _setup(self, encoder: av.Codec, options: dict[str, str], muxer: str) -> None:
         out, src, info = self._out, self._source, self._source.info
@@ -271,9 +296,17 @@ class VideoSink:
             converted = self._convert.from_rgb(rgb, self.pix_fmt)
             if mask is not None and self._compose:
                 _compose(converted, src, mask.astype(bool, copy=False))
+            if self._alpha:
+                self._keep_alpha(converted, src)
         self._colour.tag(converted)
         converted.duration = src.duration
         return converted
+
+    def _keep_alpha(self, converted: av.VideoFrame, src: av.VideoFrame) -> None:
+        """Restoring changes colour, not transparency: the alpha samples are the source frame's, as they
+        would be written had no face been restored."""
+        same = src.format.name == self.pix_fmt
+        copy_alpha(converted, src if same else self._convert.convert(src, self.pix_fmt))
 
     def _note_size(self, frame: SourceFrame) -> None:
         """One notice each time the input's picture size changes away from the output's."""
