@@ -16,6 +16,7 @@ import pytest
 from av.sidedata.sidedata import Type
 from test_video import paint_square, transcode
 
+from vidrestore.cli import main
 from vidrestore.io import SourceFrame, VideoSource
 from vidrestore.io.carry import Hdr10, MasteringDisplay, copy_alpha, read_hdr10
 from vidrestore.io.colour import full_chroma
@@ -57,13 +58,13 @@ def write_alpha_clip(path: Path, codec: str, pix_fmt: str) -> None:
         out.mux(vs.encode(None))
 
 
-def write_hdr_clip(path: Path) -> None:
-    params = f"log-level=error:master-display={MASTER_DISPLAY}:max-cll=1000,400"
+def write_hdr_clip(path: Path, *, trc: int = PQ_TAGS[1], metadata: bool = True) -> None:
+    params = "log-level=error" + (f":master-display={MASTER_DISPLAY}:max-cll=1000,400" if metadata else "")
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx265", rate=24)
         vs.width, vs.height, vs.pix_fmt = SIZE, SIZE, "yuv420p10le"
         cc = vs.codec_context
-        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = PQ_TAGS
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = PQ_TAGS[0], trc, *PQ_TAGS[2:]
         cc.options = {"x265-params": params, "preset": "ultrafast"}
         for i, box in enumerate(clips.face_path(SIZE, SIZE, FRAMES)):
             frame = av.VideoFrame.from_ndarray(clips.render(SIZE, SIZE, box), format="rgb24")
@@ -286,7 +287,43 @@ def test_user_x265_params_win_over_the_sources(hevc_hdr: Path, tmp_path: Path) -
     assert got is not None and got.content_light == (500, 200) and got.mastering == HDR10.mastering
 
 
+def test_hlg_source_without_metadata_defaults_to_hevc_10_bit(clipdir: Path, tmp_path: Path) -> None:
+    src = clipdir / "hlg.mkv"
+    write_hdr_clip(src, trc=18, metadata=False)
+    with VideoSource(src) as source:
+        assert source.description.hdr and source.description.hdr10 is None
+    _, sink, _ = transcode(src, tmp_path / "out.mp4", max_frames=1)
+    assert (sink.codec, sink.pix_fmt, sink.notices) == ("libx265", "yuv420p10le", [])
+    assert colour_tags(decode(tmp_path / "out.mp4")[0]) == (9, 18, 9, 1)
+
+
 def test_read_hdr10_ignores_incomplete_side_data() -> None:
     assert read_hdr10({}) is None
     assert read_hdr10({Type.CONTENT_LIGHT_LEVEL: bytes(8)}) is None
     assert read_hdr10({Type.MASTERING_DISPLAY_METADATA: bytes(88)}) is None
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+def test_restore_keeps_alpha_and_hdr10_and_names_losses_in_one_line(
+    prores4444: Path, hevc_hdr: Path, tmp_path: Path, tiny_checkpoint: str, offline: None, capsys
+) -> None:
+    common = ["--weights", tiny_checkpoint, "--detector", "centerface", "-q"]
+    out = tmp_path / "alpha.mov"
+    assert main(["restore", str(prores4444), "-o", str(out), "--codec", "prores_ks", *common]) == 0
+    for a, b in zip(decode(prores4444), decode(out), strict=True):
+        np.testing.assert_array_equal(alpha_of(a), alpha_of(b))
+    capsys.readouterr()
+    out = tmp_path / "hdr.mkv"
+    assert main(["restore", str(hevc_hdr), "-o", str(out), *common]) == 0
+    assert capsys.readouterr().err == ""
+    frame = decode(out)[0]
+    assert (frame.format.name, colour_tags(frame), hdr10_of(frame)) == ("yuv420p10le", PQ_TAGS, HDR10)
+    out = tmp_path / "x264.mp4"
+    assert main(["restore", str(prores4444), "-o", str(out), "--codec", "libx264", *common]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "alpha" in line] == [
+        "vidrestore: note: libx264 in .mp4 cannot carry the input's alpha channel (transparency; prores_ks, "
+        "ffv1 or libvpx-vp9 in .webm keep it): the output has none"
+    ]

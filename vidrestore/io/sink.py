@@ -27,6 +27,11 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
   used (BT.601 for SD, BT.709 for HD) and limited range.
 - Other extensions: the muxer's own default codec (libx264 where that is H.264).
+- An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
+  mastering display and content light level in the encoder's parameters (see :mod:`.carry`).
+- Alpha: kept in an alpha ``pix_fmt`` where the encoder and container hold it (prores_ks, ffv1, png, qtrle,
+  utvideo; libvpx-vp9 in Matroska/WebM), with the source frame's alpha samples under restored faces too.
+  What the chosen codec cannot carry (alpha, HDR10 metadata) is named in one notice.
 """
 
 from __future__ import annotations
@@ -177,7 +182,8 @@ class VideoSink:
         lost = losses(encoder.name, self._muxer, self.pix_fmt, alpha=src.alpha, hdr10=src.hdr10)
         if lost:
             self.notices.append(
-                f"{encoder.name} in {self._muxer} cannot carry the input's {' or its '.join(lost)}: "
+                f"{encoder.name} in {self.dst.suffix or self._muxer} cannot carry the input's "
+                f"{' or its '.join(lost)}: "
                 "the output has none"
             )
         return hdr_options(encoder.name, src.hdr10, options) if src.hdr10 else options
