@@ -115,6 +115,13 @@ def prores4444(clipdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def png_rgba(clipdir: Path) -> Path:
+    path = clipdir / "rgba.mov"
+    write_alpha_clip(path, "png", "rgba")
+    return path
+
+
+@pytest.fixture(scope="module")
 def hevc_hdr(clipdir: Path) -> Path:
     path = clipdir / "hdr.mkv"
     write_hdr_clip(path)
@@ -162,6 +169,22 @@ def test_alpha_survives_restoring(
                 ya, yb = (np.frombuffer(p, "<u2").reshape(SIZE, -1)[:, :SIZE] for p in (pa, pb))
                 np.testing.assert_array_equal(ya[~mask], yb[~mask])
                 assert not np.array_equal(ya[mask], yb[mask])
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix", "pix_fmt"), [("qtrle", ".mov", "argb"), ("ffv1", ".mkv", "bgra")]
+)
+def test_packed_rgba_alpha_is_bit_exact(
+    png_rgba: Path, tmp_path: Path, codec: str, suffix: str, pix_fmt: str
+) -> None:
+    """Packed formats keep alpha first (argb) or last (bgra) in each pixel: both come through untouched."""
+    dst = tmp_path / f"out{suffix}"
+    _, sink, _ = transcode(png_rgba, dst, EncodeOptions(codec=codec), paint_square)
+    assert (sink.pix_fmt, sink.notices) == (pix_fmt, [])
+    for i, (a, b) in enumerate(zip(decode(png_rgba), decode(dst), strict=True)):
+        want, got = (f.to_ndarray(format="rgba")[..., 3] for f in (a, b))
+        np.testing.assert_array_equal(want, alpha_plane(i))
+        np.testing.assert_array_equal(got, want)
 
 
 def test_alpha_round_trips_through_a_webm_source(prores4444: Path, tmp_path: Path) -> None:
