@@ -157,10 +157,8 @@ def _mastering_param(m: MasteringDisplay, *, decimal: bool) -> str:
 def losses(encoder: str, muxer: str, pix_fmt: str, *, alpha: bool, hdr10: Hdr10 | None) -> list[str]:
     """What the source carries that this output cannot, for the user."""
     lost = []
-    if alpha and not has_alpha(pix_fmt):
+    if alpha and not (has_alpha(pix_fmt) and carries_alpha(encoder, muxer)):
         lost.append("alpha channel (transparency; prores_ks, ffv1 or libvpx-vp9 in .webm keep it)")
-    elif alpha and not carries_alpha(encoder, muxer):
-        lost.append(f"alpha channel (transparency; {encoder} keeps it only in .mkv or .webm)")
     if hdr10 is not None and encoder not in _HDR_PARAMS:
         lost.append(f"HDR10 metadata ({hdr10.describe()}; libx265, libx264 or libsvtav1 keep it)")
     return lost
