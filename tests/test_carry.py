@@ -305,7 +305,7 @@ def test_codec_without_hdr10_names_what_it_drops(
 def test_user_x265_params_win_over_the_sources(hevc_hdr: Path, tmp_path: Path) -> None:
     dst = tmp_path / "out.mkv"
     settings = EncodeOptions(codec="libx265", encoder_opts={"x265-params": "max-cll=500,200"})
-    transcode(hevc_hdr, dst, settings, max_frames=1)
+    transcode(hevc_hdr, dst, settings)
     got = hdr10_of(decode(dst)[0])
     assert got is not None and got.content_light == (500, 200) and got.mastering == HDR10.mastering
 
@@ -315,7 +315,7 @@ def test_hlg_source_without_metadata_defaults_to_hevc_10_bit(clipdir: Path, tmp_
     write_hdr_clip(src, trc=18, metadata=False)
     with VideoSource(src) as source:
         assert source.description.hdr and source.description.hdr10 is None
-    _, sink, _ = transcode(src, tmp_path / "out.mp4", max_frames=1)
+    _, sink, _ = transcode(src, tmp_path / "out.mp4")  # x265 gives 1- or 2-frame clips a bad dts MP4 refuses
     assert (sink.codec, sink.pix_fmt, sink.notices) == ("libx265", "yuv420p10le", [])
     assert colour_tags(decode(tmp_path / "out.mp4")[0]) == (9, 18, 9, 1)
 
