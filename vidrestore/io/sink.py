@@ -183,8 +183,7 @@ class VideoSink:
         if lost:
             self.notices.append(
                 f"{encoder.name} in {self.dst.suffix or self._muxer} cannot carry the input's "
-                f"{' or its '.join(lost)}: "
-                "the output has none"
+                f"{' or its '.join(lost)}: the output has none"
             )
         return hdr_options(encoder.name, src.hdr10, options) if src.hdr10 else options
 
