@@ -255,7 +255,8 @@ def test_hdr_source_defaults_to_hevc_10_bit_with_its_metadata(
     _, sink, _ = transcode(hevc_hdr, dst, restorer=paint_square)
     assert (sink.codec, sink.pix_fmt, sink.notices) == ("libx265", "yuv420p10le", [])
     with av.open(str(dst)) as c:
-        assert c.streams.video[0].codec_context.name == "hevc"
+        cc = c.streams.video[0].codec_context
+        assert cc.name == "hevc" and (cc.codec_tag == "hvc1") == (suffix == ".mp4")
     frames = decode(dst)
     assert len(frames) == FRAMES and frames[0].format.name == "yuv420p10le"
     assert colour_tags(frames[0]) == PQ_TAGS

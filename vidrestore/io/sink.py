@@ -212,6 +212,8 @@ class VideoSink:
             cc.sample_aspect_ratio = src.sample_aspect_ratio
         if encoder.name == "libvpx-vp9":
             cc.bit_rate = 0  # with crf: constant quality
+        if encoder.name == "libx265" and muxer in ("mp4", "mov"):
+            cc.codec_tag = "hvc1"  # parameter sets out of band, as Apple players require (FFmpeg tags hev1)
         cc.thread_count = 0
         cc.options = options
         vs.metadata.update(carried_tags(src.video_metadata, muxer=info.container))
