@@ -28,10 +28,11 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   used (BT.601 for SD, BT.709 for HD) and limited range.
 - Other extensions: the muxer's own default codec (libx264 where that is H.264).
 - An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
-  mastering display and content light level in the encoder's parameters (see :mod:`.carry`).
+  mastering display and content light level in the encoder's parameters (see :mod:`.carry`); libx265 in
+  MP4/MOV is tagged ``hvc1``.
 - Alpha: kept in an alpha ``pix_fmt`` where the encoder and container hold it (prores_ks, ffv1, png, qtrle,
   utvideo; libvpx-vp9 in Matroska/WebM), with the source frame's alpha samples under restored faces too.
-  What the chosen codec cannot carry (alpha, HDR10 metadata) is named in one notice.
+  What the chosen codec cannot carry (alpha, HDR10 metadata, with a lower bit depth) is named in one notice.
 """
 
 from __future__ import annotations
@@ -178,12 +179,22 @@ class VideoSink:
     def _carry(self, encoder: av.Codec, options: dict[str, str]) -> dict[str, str]:
         """The source's HDR10 metadata in the encoder's parameters; one notice for what the output cannot
         carry (alpha, HDR10 metadata)."""
-        src = self._source
+        src, info = self._source, self._source.info
         lost = losses(encoder.name, self._muxer, self.pix_fmt, alpha=src.alpha, hdr10=src.hdr10)
+        depth = av.VideoFormat(self.pix_fmt).components[0].bits
+        if lost and depth < info.bit_depth:
+            # Everything this codec drops in one notice: the bit-depth notice joins it.
+            said = (
+                f"{encoder.name} cannot encode {info.bit_depth}-bit {info.pix_fmt}: "
+                f"encoding as {depth}-bit {self.pix_fmt}"
+            )
+            if said in self.notices:
+                self.notices.remove(said)
+            lost.append(f"{info.bit_depth}-bit depth (encoding as {depth}-bit {self.pix_fmt})")
         if lost:
             self.notices.append(
                 f"{encoder.name} in {self.dst.suffix or self._muxer} cannot carry the input's "
-                f"{' or its '.join(lost)}: the output has none"
+                f"{' or its '.join(lost)}"
             )
         return hdr_options(encoder.name, src.hdr10, options) if src.hdr10 else options
 
