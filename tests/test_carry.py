@@ -245,6 +245,8 @@ def test_source_reads_hdr10(hevc_hdr: Path) -> None:
         d = src.description
     assert d.hdr and d.hdr10 == HDR10 and not d.alpha
     assert (d.colour.primaries, d.colour.trc, d.colour.space, d.colour.range) == PQ_TAGS
+    with VideoSource(hevc_hdr, start=0.05) as src:  # the first frame in range is not the keyframe
+        assert src.description.hdr10 == HDR10
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
