@@ -137,12 +137,20 @@ def planar(pix_fmt: str) -> bool:
 
 
 def full_chroma(pix_fmt: str) -> str:
-    """The 4:4:4 planar format at the same depth as a subsampled YUV format; other formats unchanged."""
+    """The 4:4:4 planar format at the same depth (and with the alpha plane) of a subsampled YUV format; other
+    formats unchanged, as are those without such a twin."""
     fmt = av.VideoFormat(pix_fmt)
-    if fmt.is_rgb or not subsampled(pix_fmt) or any(c.is_alpha for c in fmt.components):
+    if fmt.is_rgb or not subsampled(pix_fmt):
         return pix_fmt
     bits = fmt.components[0].bits
-    return "yuv444p" if bits == 8 else f"yuv444p{bits}le"
+    name = ("yuva444p" if any(c.is_alpha for c in fmt.components) else "yuv444p") + (
+        "" if bits == 8 else f"{bits}le"
+    )
+    try:
+        av.VideoFormat(name)
+    except ValueError:
+        return pix_fmt
+    return name
 
 
 def subsampled(pix_fmt: str) -> bool:

@@ -28,6 +28,12 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
   used (BT.601 for SD, BT.709 for HD) and limited range.
 - Other extensions: the muxer's own default codec (libx264 where that is H.264).
+- An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
+  mastering display and content light level in the encoder's parameters (see :mod:`.carry`); libx265 in
+  MP4/MOV is tagged ``hvc1``.
+- Alpha: kept in an alpha ``pix_fmt`` where the encoder and container hold it (prores_ks, ffv1, png, qtrle,
+  utvideo; libvpx-vp9 in Matroska/WebM), with the source frame's alpha samples under restored faces too.
+  What the chosen codec cannot carry (alpha, HDR10 metadata, with a lower bit depth) is named in one notice.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ import numpy as np
 from av.video.frame import PictureType
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.io.carry import (
+    alpha_candidates,
+    copy_alpha,
+    has_alpha,
+    hdr_default_codec,
+    hdr_options,
+    losses,
+)
 from vidrestore.io.colour import Converter, planar, subsampled
 from vidrestore.io.paths import (
     check_output_path,
@@ -132,10 +146,13 @@ class VideoSink:
         self._input_size = self._size
         check_output_path(info.path, dst, overwrite=overwrite, format=settings.format)
         muxer, muxer_default = muxer_for(dst, settings.format)
-        self.codec = settings.codec or _default_codec(dst, muxer, muxer_default)
+        self._muxer = muxer
+        # An HDR source defaults to a 10-bit codec that carries its metadata.
+        hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
+        self.codec = settings.codec or hdr_codec or _default_codec(dst, muxer, muxer_default)
         encoder = _encoder(self.codec)
         self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
-        options = _encoder_options(encoder, settings)
+        options = self._carry(encoder, _encoder_options(encoder, settings))
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming) must
         # not push the video off its frame grid.
@@ -154,6 +171,7 @@ class VideoSink:
             self.abort()
             raise
         self._compose = self.pix_fmt == info.pix_fmt and planar(info.pix_fmt)
+        self._alpha = source.alpha and has_alpha(self.pix_fmt)
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
@@ -181,6 +199,7 @@ class VideoSink:
         if not supported:
             return info.pix_fmt
         allowed = [f for f in supported if not (odd and subsampled(f))]
+        allowed = alpha_candidates(encoder.name, self._muxer, allowed, keep=self._source.alpha)
         if not allowed:
             raise VidrestoreError(
                 f"{encoder.name} cannot code the odd frame size {size}; choose another codec"
@@ -198,6 +217,28 @@ class VideoSink:
                 f"encoding as {depth}-bit {chosen}"
             )
         return chosen
+
+    def _carry(self, encoder: av.Codec, options: dict[str, str]) -> dict[str, str]:
+        """The source's HDR10 metadata in the encoder's parameters; one notice for what the output cannot
+        carry (alpha, HDR10 metadata)."""
+        src, info = self._source, self._source.info
+        lost = losses(encoder.name, self._muxer, self.pix_fmt, alpha=src.alpha, hdr10=src.hdr10)
+        depth = av.VideoFormat(self.pix_fmt).components[0].bits
+        if lost and depth < info.bit_depth:
+            # Everything this codec drops in one notice: the bit-depth notice joins it.
+            said = (
+                f"{encoder.name} cannot encode {info.bit_depth}-bit {info.pix_fmt}: "
+                f"encoding as {depth}-bit {self.pix_fmt}"
+            )
+            if said in self.notices:
+                self.notices.remove(said)
+            lost.append(f"{info.bit_depth}-bit depth (encoding as {depth}-bit {self.pix_fmt})")
+        if lost:
+            self.notices.append(
+                f"{encoder.name} in {self.dst.suffix or self._muxer} cannot carry the input's "
+                f"{' or its '.join(lost)}"
+            )
+        return hdr_options(encoder.name, src.hdr10, options) if src.hdr10 else options
 
     def _setup(self, encoder: av.Codec, options: dict[str, str], muxer: str) -> None:
         out, src, info = self._out, self._source, self._source.info
@@ -236,6 +277,8 @@ class VideoSink:
                 )
         if encoder.name == "libvpx-vp9":
             cc.bit_rate = 0  # with crf: constant quality
+        if encoder.name == "libx265" and muxer in ("mp4", "mov"):
+            cc.codec_tag = "hvc1"  # parameter sets out of band, as Apple players require (FFmpeg tags hev1)
         cc.thread_count = 0
         cc.options = options
         vs.metadata.update(carried_tags(src.video_metadata, muxer=info.container))
@@ -335,9 +378,17 @@ class VideoSink:
             converted = self._convert.from_rgb(rgb, self.pix_fmt)
             if mask is not None and self._compose:
                 _compose(converted, src, mask.astype(bool, copy=False))
+            if self._alpha:
+                self._keep_alpha(converted, src)
         self._colour.tag(converted)
         converted.duration = src.duration
         return converted
+
+    def _keep_alpha(self, converted: av.VideoFrame, src: av.VideoFrame) -> None:
+        """Restoring changes colour, not transparency: the alpha samples are the source frame's, as they
+        would be written had no face been restored."""
+        same = src.format.name == self.pix_fmt
+        copy_alpha(converted, src if same else self._convert.convert(src, self.pix_fmt))
 
     def _note_size(self, frame: SourceFrame) -> None:
         """One notice each time the input's picture size changes away from the output's."""

@@ -32,6 +32,7 @@ import numpy as np
 from av.stream import Disposition
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.io.carry import Hdr10, alpha_decoder, has_alpha, is_hdr, read_hdr10
 from vidrestore.io.colour import Colour, Converter
 from vidrestore.io.paths import check_input_file, is_pipe, reason
 
@@ -94,6 +95,13 @@ class SourceDescription:
     sample_aspect_ratio: Fraction | None
     display_matrix: tuple[int, ...] | None  # the 9 numbers of the rotation side data, as stored
     streams: tuple[StreamTemplate, ...]  # the other streams, in input order
+    alpha: bool = False  # the decoded frames have an alpha plane
+    hdr10: Hdr10 | None = None  # HDR10 static metadata, from the stream's or the first frame's side data
+
+    @property
+    def hdr(self) -> bool:
+        """A PQ or HLG transfer, or HDR10 metadata."""
+        return is_hdr(self.colour.trc, self.hdr10)
 
 
 @dataclass
@@ -167,6 +175,7 @@ class VideoSource:
             raise VidrestoreError(f"{name}: the video stream's codec is not known to FFmpeg")
         v.thread_type = "AUTO"
         v.codec_context.thread_count = 0
+        self._codec = alpha_decoder(v) or v.codec_context
         copies = [s for s in c.streams if s.index != v.index]
         self._tb = Fraction(v.time_base)
         origin = c.start_time / _AV_TIME_BASE if c.start_time is not None else 0.0
@@ -229,6 +238,9 @@ class VideoSource:
             other_streams=[_one_line(s) for s in copies],
         )
         matrix = v.codec_context.coded_side_data.get("display_matrix")
+        # Stream-level side data reaches the decoder, which also puts it on the frames (with the SEI's).
+        side_data = dict(self._codec.decoded_side_data)
+        side_data.update((key, bytes(first.side_data[key])) for key in first.side_data)
         return SourceDescription(
             info=info,
             colour=colour,
@@ -238,6 +250,8 @@ class VideoSource:
             sample_aspect_ratio=Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None,
             display_matrix=struct.unpack("=9i", matrix[:36]) if matrix else None,
             streams=tuple(_template(s) for s in copies),
+            alpha=has_alpha(fmt.name),
+            hdr10=read_hdr10(side_data),
         )
 
     def __enter__(self) -> VideoSource:
@@ -272,7 +286,7 @@ class VideoSource:
 
     def _decode(self, packet: av.Packet | None) -> Iterator[av.VideoFrame]:
         try:
-            frames = self._video.decode(packet)
+            frames = self._codec.decode(packet)
         except av.EOFError:
             return
         except av.FFmpegError:
