@@ -10,15 +10,18 @@ import math
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clips import make_clip
+from clips import face_path, make_clip, render
 
+import vidrestore
 from vidrestore import models, weights
 from vidrestore.cli import main
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import WeightsError
+from vidrestore.io.images import read_image, write_image
 from vidrestore.models.parsenet import ParseNet, ParseNetConfig, infer_parsenet_config
 from vidrestore.models.psfrgan import PSFRGAN, PSFRConfig, PSFRGenerator, infer_psfr_config, load_psfrgan
 from vidrestore.options import EngineOptions
@@ -310,3 +313,38 @@ def test_restore_end_to_end(tmp_path, offline, capsys):
         progress=False,
     )
     assert isinstance(r.model, PSFRGAN) and r.face_size == 64
+
+
+def test_image_command_python_api_and_vapoursynth_filter(tmp_path, offline, astronaut, capsys):
+    """The other front ends take ``psfrgan`` by name the same way: image jobs, restore_video, the filter."""
+    generator, parser = _tiny(tmp_path)
+    both = {"model": "psfrgan", "weights": generator, "weights_dir": parser.parent, "detector": "centerface"}
+    write_image(tmp_path / "in.png", astronaut)
+    code = main(
+        ["image", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", "psfrgan"]
+        + ["--weights", str(generator), "--weights-dir", str(parser.parent), "--detector", "centerface", "-q"]
+    )
+    assert code == 0, capsys.readouterr().err
+    restored = read_image(tmp_path / "out.png")
+    assert restored.shape == astronaut.shape and (restored != astronaut).any()
+
+    clip = make_clip(tmp_path / "in.mp4", seconds=0.25)
+    report = vidrestore.restore_video(clip.path, tmp_path / "api.mp4", progress=False, **both)
+    assert report.frames == clip.frames and report.faces > 0
+
+    vs = pytest.importorskip("vapoursynth")
+    from vidrestore.plugins.vapoursynth import restore
+
+    frame = render(160, 120, face_path(160, 120, 1)[0])
+    blank = vs.core.std.BlankClip(format=vs.RGB24, width=160, height=120, length=1)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.asarray(out[p])[:] = frame[..., p]
+        return out
+
+    src = blank.std.ModifyFrame(clips=blank, selector=fill)
+    out = restore(src, device="cpu", **{k: str(v) for k, v in both.items()}).get_frame(0)
+    planes = np.stack([np.asarray(out[p]) for p in range(3)], axis=-1)
+    assert planes.shape == frame.shape and (planes != frame).any()
