@@ -22,7 +22,7 @@ from vidrestore.cli import main
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import WeightsError
 from vidrestore.io.images import read_image, write_image
-from vidrestore.models.parsenet import ParseNet, ParseNetConfig, infer_parsenet_config
+from vidrestore.models.parsenet import ParseNet, ParseNetConfig, infer_parsenet_config, load_parsenet
 from vidrestore.models.psfrgan import PSFRGAN, PSFRConfig, PSFRGenerator, infer_psfr_config, load_psfrgan
 from vidrestore.options import EngineOptions
 
@@ -348,3 +348,17 @@ def test_image_command_python_api_and_vapoursynth_filter(tmp_path, offline, astr
     out = restore(src, device="cpu", **{k: str(v) for k, v in both.items()}).get_frame(0)
     planes = np.stack([np.asarray(out[p]) for p in range(3)], axis=-1)
     assert planes.shape == frame.shape and (planes != frame).any()
+
+
+def test_parsenet_is_facexlibs_parsenet(tmp_path):
+    """facexlib's ParseNet (the paste-back masks' file) is the same network: its state dict loads strictly,
+    widths read off it, and the logits are bit-identical (a small configuration, for speed)."""
+    from facexlib.parsing.parsenet import ParseNet as FacexlibParseNet
+
+    torch.manual_seed(0)
+    theirs = FacexlibParseNet(64, 64, min_feat_size=16, base_ch=8, res_depth=2, ch_range=[8, 16]).eval()
+    torch.save(theirs.state_dict(), tmp_path / "parsing_parsenet.pth")
+    ours = load_parsenet(tmp_path / "parsing_parsenet.pth")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(ours.logits(x), theirs(x)[0])
