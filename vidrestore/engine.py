@@ -99,8 +99,16 @@ class FaceRestorer:
             path = weights.resolve(
                 self.spec.weights, path=options.weights, weights_dir=options.weights_dir, progress=progress
             )
+            extra = tuple(
+                weights.resolve(name, weights_dir=options.weights_dir, progress=progress)
+                for name in self.spec.extra_weights
+            )
             self.model = self.spec.load(
-                path, device=self.device, dtype=self.dtype, config=options.model_config
+                path,
+                device=self.device,
+                dtype=self.dtype,
+                config=options.model_config,
+                **({"extra": extra} if extra else {}),
             )
             self.face_size = self.model.face_size
             if isinstance(self.model, torch.nn.Module):

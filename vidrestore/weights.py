@@ -96,6 +96,23 @@ REGISTRY: dict[str, WeightSpec] = {
             "ParseNet face parsing (paste-back mask)",
             "--weights-dir DIR, or leave out --parse (a feathered square mask needs no file)",
         ),
+        WeightSpec(
+            "psfrgan",
+            "psfrgan_epoch15_net_G.pth",
+            _release("chaofengc/PSFRGAN", "v0.1.0", "psfrgan_epoch15_net_G.pth"),
+            None,  # no public manifest states size or hash: recorded on first download
+            None,
+            "PSFR-GAN generator (512 px, CC BY-NC-SA 4.0)",
+            "--weights PATH / --weights-dir DIR",
+        ),
+        WeightSpec(
+            "psfrgan-parsenet",
+            "parse_multi_iter_90000.pth",
+            _release("chaofengc/PSFRGAN", "v0.1.0", "parse_multi_iter_90000.pth"),
+            None,
+            None,
+            "PSFR-GAN's ParseNet: the parsing map its generator is guided by (CC BY-NC-SA 4.0)",
+        ),
     )
 }
 

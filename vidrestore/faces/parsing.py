@@ -1,4 +1,4 @@
-"""Optional face-parsing masks (facexlib's ParseNet): paste back only skin, hair-line and features.
+"""Optional face-parsing masks (ParseNet, facexlib's file): paste back only skin, hair-line and features.
 
 ParseNet labels 19 classes on a 512 crop. Background, neck, cloth, hair and hat (0, 14, 16, 17, 18) are
 dropped, the rest is blurred and its outer 10 px zeroed, as facexlib's helper does, so that the restored
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vidrestore.errors import VidrestoreError
 from vidrestore.faces.paste import gaussian_blur
+from vidrestore.models.parsenet import load_parsenet
 
 PARSE_SIZE = 512
 _DROPPED_CLASSES = (0, 14, 16, 17, 18)
@@ -23,14 +23,7 @@ class FaceParser:
     """ParseNet on the engine's device; ``mask(crops)`` gives a soft (N, 1, S, S) face mask."""
 
     def __init__(self, weights: Path, device: torch.device):
-        from facexlib.parsing.parsenet import ParseNet
-
-        net = ParseNet(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
-        try:
-            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        except Exception as exc:  # a corrupt file surfaces in many forms; the user needs the file named
-            raise VidrestoreError(f"cannot load ParseNet weights from {weights}: {exc}") from None
-        self.net = net.to(device).eval()
+        self.net = load_parsenet(weights, device=device)  # a bad file: one line naming file and keys
         self.keep = torch.ones(19, device=device)
         self.keep[list(_DROPPED_CLASSES)] = 0
 
@@ -41,7 +34,7 @@ class FaceParser:
         x = crops.float()
         if s != PARSE_SIZE:
             x = F.interpolate(x, size=(PARSE_SIZE, PARSE_SIZE), mode="bilinear", align_corners=False)
-        labels = self.net((x - 0.5) / 0.5)[0].argmax(dim=1)
+        labels = self.net.logits((x - 0.5) / 0.5).argmax(dim=1)
         m = self.keep[labels].unsqueeze(1)
         m = gaussian_blur(gaussian_blur(m, 11, radius=50), 11, radius=50)
         m[..., :10, :] = 0

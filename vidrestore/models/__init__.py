@@ -53,6 +53,10 @@ class ModelSpec:
     needs: tuple[str, ...] = ()  # auxiliary networks, e.g. "parsing"
     controls: tuple[str, ...] = ()  # engine options passed to the network's forward as keywords
     aliases: tuple[str, ...] = ()
+    # More weights entries the network needs (e.g. PSFR-GAN's parser): the engine resolves them as it does
+    # ``weights`` (``--weights-dir``, cache, offline rules; ``--weights`` names only the main file) and passes
+    # their paths to ``load`` as ``extra=``, in this order.
+    extra_weights: tuple[str, ...] = ()
 
     def template_for(self, size: int) -> np.ndarray:
         """The alignment template for a crop of ``size`` pixels (a checkpoint's own size may differ)."""
@@ -79,9 +83,26 @@ def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
     )
 
 
+def _load_psfrgan(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.psfrgan import load_psfrgan
+
+    return load_psfrgan(path, **kwargs)
+
+
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
+    # Upstream aligns dlib's 5 points (eye corners, nose base) to FFHQ's template; the FFHQ template for
+    # RetinaFace's 5 points (the default) gives the same FFHQ crop. RGB in [-1, 1] for both of its networks.
+    ModelSpec(
+        name="psfrgan",
+        summary="PSFR-GAN: a SPADE generator guided by the face's own parsing map (non-commercial)",
+        arch="PSFRGenerator + ParseNet",
+        weights="psfrgan",
+        licence="CC BY-NC-SA 4.0",
+        load=_load_psfrgan,
+        extra_weights=("psfrgan-parsenet",),
+    ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
