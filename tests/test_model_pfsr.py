@@ -1,7 +1,7 @@
 """PFSR: the released checkpoint layout loads strictly, and the forward equals the official one.
 
-The golden data in ``tests/fixtures/pfsr/`` come from the official ``model.Generator`` (see NOTES.md there): the
-weights are rebuilt here from the layout's per-key recipe and checked against the stored checksums first.
+The golden data in ``tests/fixtures/pfsr/`` come from the official ``model.Generator`` (see NOTES.md there):
+the weights are rebuilt here from the layout's per-key recipe and checked against the stored checksums first.
 """
 
 from __future__ import annotations
