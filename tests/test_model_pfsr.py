@@ -11,12 +11,22 @@ import json
 import math
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from clips import BACKGROUND, make_clip
 
+from vidrestore.cli import main
+from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError, WeightsError
+from vidrestore.faces.detection import Faces
+from vidrestore.faces.resample import halve_like_pil
+from vidrestore.io.images import read_image, write_image
 from vidrestore.models import get_model
 from vidrestore.models.pfsr import PFSRGenerator, load_pfsr
+from vidrestore.options import EngineOptions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pfsr"
 
@@ -165,3 +175,115 @@ def test_registry_entry() -> None:
     assert spec.licence == "no licence file (all rights reserved)"
     eyes = spec.template_for(128)[:2]
     assert 27 < eyes[1, 0] - eyes[0, 0] < 29  # CelebA's ~39 px at 178, scaled to 128
+
+
+class _Bilinear8x(torch.nn.Module):
+    """A stand-in 'network' with PFSR's geometry: 16 px in, its 8× bilinear upsampling out."""
+
+    face_size = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=8, mode="bilinear", align_corners=False)
+
+
+def _ramp_frame(size: int = 128) -> torch.Tensor:
+    """A frame whose channels are planes in x and y: any misplaced crop or paste shows as a level shift."""
+    y, x = torch.meshgrid(torch.arange(size) / (size - 1), torch.arange(size) / (size - 1), indexing="ij")
+    return torch.stack([0.05 + 0.9 * x, 0.05 + 0.9 * y, 0.95 - 0.45 * (x + y)])[None]
+
+
+def _face_at(scale: float, angle: float, centre: tuple[float, float]) -> Faces:
+    """The CelebA template (at 128) placed in a frame by a known similarity."""
+    c, s = scale * math.cos(angle), scale * math.sin(angle)
+    points = get_model("pfsr").template_for(128) - 64
+    lm = points @ np.array([[c, s], [-s, c]]) + np.array(centre)
+    box = np.array([[*(lm.min(0) - 10), *(lm.max(0) + 10)]], np.float32)
+    return Faces(box, np.ones(1, np.float32), lm[None].astype(np.float32))
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_engine_warps_at_128_feeds_16_and_pastes_128_back(released: Path, upscale: int) -> None:
+    """With an ideal upsampler for a network, the frame comes back as it was: the 16 px input is the 128 px
+    crop halved (centre of 16 px pixel i = 128 px position 8i + 3.5), and the 128 px output is pasted with the
+    128 px affine, also into an upscaled frame."""
+    engine = FaceRestorer(
+        EngineOptions(model="pfsr", weights=released, detector="centerface"), progress=False
+    )
+    assert (engine.face_size, engine.out_size) == (16, 128)
+    seen = []
+    engine.model = _Bilinear8x()
+    engine.model.register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
+    frame = _ramp_frame()
+    out, _, changed = engine.restore(frame, [_face_at(0.6, 0.3, (60, 66))], upscale=upscale)
+    assert seen == [((1, 3, 16, 16), (1, 3, 128, 128))]
+    expected = frame if upscale == 1 else F.interpolate(frame, scale_factor=upscale, mode="bilinear")
+    centre = slice(50 * upscale, 76 * upscale), slice(44 * upscale, 76 * upscale)  # eyes to mouth
+    assert changed[0][centre].all() and changed[0].sum() > 2000 * upscale**2
+    err = (out - expected)[0][(slice(None), *centre)].abs()
+    assert err.max() < 2.5 / 255, err.max() * 255  # 8-bit rounding of the crop and of each halving
+
+
+def test_engine_runs_the_network_on_tiny_faces_in_a_batch(released: Path, astronaut: np.ndarray) -> None:
+    """The real generator (fixture weights), batched: the astronaut at 1/4 size and a mirrored copy."""
+    small = astronaut[::4, ::4]
+    frame = np.full((128, 256, 3), 90, np.uint8)
+    frame[:, :128], frame[:, 128:] = small, small[:, ::-1]
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    engine = FaceRestorer(
+        EngineOptions(model="pfsr", weights=released, detector="centerface", face_batch=2), progress=False
+    )
+    out, found, changed = engine.restore(x)
+    assert len(found[0]) == 2 and out.shape == x.shape and torch.isfinite(out).all()
+    assert changed[0, :, :128].sum() > 300 and changed[0, :, 128:].sum() > 300
+    assert torch.equal(out[0][:, ~changed[0]], x[0][:, ~changed[0]])
+
+
+@pytest.mark.parametrize("kind", ["noise", "smooth"])
+def test_halving_is_pils_bilinear_resize_bit_for_bit(kind: str) -> None:
+    """PFSR's inputs were made by torchvision ``Resize`` on 8-bit PIL images: 128 → 64 → 32 → 16."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    if kind == "noise":
+        img = rng.integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    else:
+        img = np.clip(np.cumsum(rng.integers(-4, 5, (2, 128, 128, 3)), axis=2) + 128, 0, 255).astype(np.uint8)
+    x = torch.from_numpy(img).permute(0, 3, 1, 2).float() / 255
+    for times, size in ((1, 64), (2, 32), (3, 16)):
+        ours = (halve_like_pil(x, times) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i in range(2):
+            pil = Image.fromarray(img[i])
+            for s in (64, 32, 16)[:times]:
+                pil = pil.resize((s, s), Image.BILINEAR)
+            assert np.array_equal(ours[i], np.asarray(pil)), (kind, size)
+    with pytest.raises(ValueError, match="cannot halve"):
+        halve_like_pil(torch.zeros(1, 3, 24, 24), 4)
+
+
+def test_restore_and_image_cli_end_to_end(
+    tmp_path: Path, released: Path, astronaut: np.ndarray, capsys, offline
+) -> None:
+    """``vidrestore restore|image --model pfsr --weights PATH``: a clip with a real face (tracked, smoothed)
+    and a still with a small face, enlarged 4× (the use this model is for)."""
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.25, fps=12, audio=False)  # 3 frames: ~8 GFLOP a face
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(spec.path), "-o", str(out), "--model", "pfsr", "--weights", str(released)]
+    assert main([*args, "--detector", "centerface", "-q"]) == 0
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == spec.frames and frames[0].shape == (spec.height, spec.width, 3)
+    x, y, w, h = spec.boxes[0]
+    face = frames[0][y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3].astype(float)
+    assert np.abs(face - np.array(BACKGROUND)).mean() > 20  # a face was pasted where the face was
+
+    write_image(tmp_path / "small.png", astronaut[::4, ::4])
+    image = ["image", str(tmp_path / "small.png"), "-o", str(tmp_path / "big.png"), "--upscale", "4"]
+    assert (
+        main([*image, "--model", "pfsr", "--weights", str(released), "--detector", "centerface", "-q"]) == 0
+    )
+    assert read_image(tmp_path / "big.png").shape == (512, 512, 3)
+
+    args[-1] = str(tmp_path / "missing.ckpt")
+    assert main([*args, "--detector", "centerface", "-q", "--overwrite"]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(err) == 1 and "missing.ckpt" in err[0] and "Traceback" not in err[0]

@@ -55,6 +55,10 @@ class ModelSpec:
     controls: tuple[str, ...] = ()  # engine options passed to the network's forward as keywords
     aliases: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.scale & (self.scale - 1):
+            raise ValueError(f"{self.name}: scale must be a power of two, got {self.scale}")
+
     def template_for(self, size: int) -> np.ndarray:
         """The alignment template for a crop of ``size`` pixels (a checkpoint's own size may differ)."""
         return self.template * (size / self.face_size)
