@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clips import BACKGROUND, make_clip
+from clips import BACKGROUND, face_path, make_clip, render
 
 from vidrestore.cli import main
 from vidrestore.engine import FaceRestorer
@@ -287,3 +287,25 @@ def test_restore_and_image_cli_end_to_end(
     assert main([*args, "--detector", "centerface", "-q", "--overwrite"]) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(err) == 1 and "missing.ckpt" in err[0] and "Traceback" not in err[0]
+
+
+def test_vapoursynth_filter(released: Path, offline) -> None:
+    vs = pytest.importorskip("vapoursynth")
+    from vidrestore.plugins.vapoursynth import restore
+
+    box = face_path(160, 120, 1)[0]
+    frame = render(160, 120, box)
+    blank = vs.core.std.BlankClip(format=vs.RGB24, width=160, height=120, length=1)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.asarray(out[p])[:] = frame[..., p]
+        return out
+
+    clip = blank.std.ModifyFrame(clips=blank, selector=fill)
+    got = restore(clip, model="pfsr", weights=str(released), detector="centerface", device="cpu").get_frame(0)
+    out = np.stack([np.asarray(got[p]) for p in range(3)], axis=-1)
+    x, y, w, h = box
+    assert not np.array_equal(out[y : y + h, x : x + w], frame[y : y + h, x : x + w])
+    assert np.array_equal(out[:, x + w + 20 :], frame[:, x + w + 20 :])  # away from the face: untouched

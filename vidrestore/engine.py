@@ -199,10 +199,8 @@ class FaceRestorer:
         landmarks = np.concatenate([f.landmarks for f in found])
         affines = estimate_transforms(landmarks, self.out_size, self.template)
         crops, inside = warp_faces(frames, frame_index, affines, self.out_size)
-        if self.spec.scale > 1:
-            inputs = halve_like_pil(crops, self.spec.scale.bit_length() - 1)
-        else:
-            inputs = crops
+        halvings = self.spec.scale.bit_length() - 1
+        inputs = halve_like_pil(crops, halvings) if halvings else crops
         t0 = self._tick("warp", t0)
         restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)

@@ -1,11 +1,11 @@
 """Downscaling a face crop the way face super-resolution training data were made: PIL's bilinear halving.
 
-CelebA-trained SR networks (PFSR) saw inputs made by ``transforms.Resize`` on 8-bit PIL images, one 2× step at a
-time (128 → 64 → 32 → 16). PIL's bilinear filter is antialiased: an exact 2× reduction is the separable kernel
-[1, 3, 3, 1] / 8 over input pixels 2i−1 … 2i+2, renormalised where it runs off the image ([3, 3, 1] / 7 at the
-edges), applied horizontally, rounded to 8 bits, then vertically, rounded again. Feeding the network what
-its training pipeline produced, rather than a crop warped straight at 16 px (aliased, unquantised), is the
-faithful choice. Done here in torch on the engine's device, for a whole batch at once.
+CelebA-trained SR networks (PFSR) saw inputs made by ``transforms.Resize`` on 8-bit PIL images, one 2× step
+at a time (128 → 64 → 32 → 16). PIL's bilinear filter is antialiased: an exact 2× reduction is the separable
+kernel [1, 3, 3, 1] / 8 over input pixels 2i−1 … 2i+2, renormalised where it runs off the image ([3, 3, 1] / 7
+at the edges), applied horizontally, rounded to 8 bits, then vertically, rounded again. Feeding the network
+what its training pipeline produced, rather than a crop warped straight at 16 px (aliased, unquantised), is
+the faithful choice. Done here in torch on the engine's device, for a whole batch at once.
 """
 
 from __future__ import annotations
