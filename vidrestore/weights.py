@@ -62,7 +62,7 @@ def _git_file(repo: str, commit: str, path: str) -> str:
 
 
 # PFSR's checkpoints are plain git files; no public manifest states their sizes or hashes (git blob of the
-# single-GPU file: 231a06b9cd426a79ca044d687b0b7d2e6fb91367), so both are recorded on first download.
+# single-GPU file: 231a06b9cd426a79ca044d687b0b7d2e6fb91367), so theirs are recorded on first download.
 _PFSR_COMMIT = "8d7a354fa96c92f6efdb2074732c343a351d2ce8"
 
 # Sizes and hashes: agreed by two or more independent public checksum manifests (see FIELD-NOTES.md).

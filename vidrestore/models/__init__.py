@@ -98,7 +98,8 @@ _SPECS = (
     # warps each face to the CelebA template at the output size (128), rounds it to 8 bits and halves it
     # three times the same way (vidrestore.faces.resample), instead of warping straight at 16 px; the face
     # is pasted back from the 128 px output with the 128 px affine. The template is given at 16 px, scaled
-    # by 1/8 from the 128 one. Eyes are about 3.5 px apart in the 16 px input.
+    # by 1/8 from the 128 one (on the halved input's own pixel grid the points sit at (t128 - 3.5) / 8).
+    # Eyes are about 3.5 px apart in the 16 px input.
     ModelSpec(
         name="pfsr",
         summary="Progressive Face SR: tiny faces (16 px crop) super-resolved 8x to 128 px",
