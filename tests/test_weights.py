@@ -136,8 +136,12 @@ def test_registry_entries_are_coherent() -> None:
         assert spec.name == name
         url = urlsplit(spec.url)
         parts = url.path.split("/")
-        assert (url.scheme, url.netloc, url.query, url.fragment) == ("https", "github.com", "", ""), spec.url
-        assert len(parts) == 7 and parts[3:5] == ["releases", "download"] and all(parts[1:]), spec.url
+        assert (url.scheme, url.query, url.fragment) == ("https", "", ""), spec.url
+        if url.netloc == "raw.githubusercontent.com":  # a file committed to a repository, pinned to a commit
+            assert len(parts) >= 5 and re.fullmatch("[0-9a-f]{40}", parts[3]) and all(parts[1:]), spec.url
+        else:
+            assert url.netloc == "github.com" and len(parts) == 7 and all(parts[1:]), spec.url
+            assert parts[3:5] == ["releases", "download"], spec.url
         assert parts[-1] == spec.filename and "/" not in spec.filename, (name, spec.url, spec.filename)
         assert spec.size is None or (type(spec.size) is int and spec.size > 0), (name, spec.size)
         assert spec.sha256 is None or re.fullmatch("[0-9a-f]{64}", spec.sha256), (name, spec.sha256)

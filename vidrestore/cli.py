@@ -161,7 +161,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         size = f"{file.size / 1e6:.0f} MB" if file.size else "size unknown"
         aliases = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
         print(f"{spec.name}{aliases}: {spec.summary}")
-        print(f"    {file.filename}, {size}, {spec.face_size} px faces, licence {spec.licence}")
+        faces = f"{spec.face_size}" + (f" -> {spec.face_size * spec.scale}" if spec.scale > 1 else "")
+        print(f"    {file.filename}, {size}, {faces} px faces, licence {spec.licence}")
     return 0
 
 

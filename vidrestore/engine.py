@@ -21,6 +21,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
 from vidrestore.options import EngineOptions
@@ -113,9 +114,12 @@ class FaceRestorer:
             self.face_size = self.model.face_size
             if isinstance(self.model, torch.nn.Module):
                 set_kernel_impl(self.model, options.kernels)
-        self.template = self.spec.template_for(self.face_size)
+        # Faces are warped, masked and pasted at the network's output size; a super-resolution network's
+        # input is that crop halved down to ``face_size`` as its training data were (faces/resample.py).
+        self.out_size = self.face_size * self.spec.scale
+        self.template = self.spec.template_for(self.out_size)
         self.controls = {name: getattr(options, name) for name in self.spec.controls}
-        self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.face_size)
+        self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.out_size)
         detector_weights = None
         if options.detector == "retinaface":
             detector_weights = weights.resolve(
@@ -158,6 +162,8 @@ class FaceRestorer:
     def restore_faces(self, crops: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) aligned crops in [0, 1] → restored crops in [0, 1], ``batch_size`` at a time.
 
+        The restored crops are ``spec.scale`` times larger than the input ones (1 but for super-resolution).
+
         The network sees its own input range and returns its own output range (the model spec's).
 
         A CUDA out-of-memory error halves the batch size for the rest of the run and retries.
@@ -165,7 +171,8 @@ class FaceRestorer:
         if self.model is None:
             raise RuntimeError("this engine was built without a model (load_model=False)")
         (in_lo, in_hi), (out_lo, out_hi) = self.spec.input_range, self.spec.output_range
-        out = torch.empty_like(crops)
+        size = crops.shape[-1] * self.spec.scale
+        out = crops.new_empty(len(crops), crops.shape[1], size, size)
         i = 0
         while i < len(crops):
             x = crops[i : i + self.batch_size].to(self.dtype) * (in_hi - in_lo) + in_lo
@@ -198,15 +205,17 @@ class FaceRestorer:
         t0 = time.perf_counter()
         frame_index = np.concatenate([np.full(len(f), i) for i, f in enumerate(found)]).astype(np.int64)
         landmarks = np.concatenate([f.landmarks for f in found])
-        affines = estimate_transforms(landmarks, self.face_size, self.template)
-        crops, inside = warp_faces(frames, frame_index, affines, self.face_size)
+        affines = estimate_transforms(landmarks, self.out_size, self.template)
+        crops, inside = warp_faces(frames, frame_index, affines, self.out_size)
+        halvings = self.spec.scale.bit_length() - 1
+        inputs = halve_like_pil(crops, halvings) if halvings else crops
         t0 = self._tick("warp", t0)
-        restored = self.restore_faces(crops)
+        restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)
         mask = (
             self.parser.mask(crops)
             if self.parser
-            else feather_mask(self.face_size, self.device, torch.float32)
+            else feather_mask(self.out_size, self.device, torch.float32)
         )
         alpha = crop_alpha(inside, mask) * (1 - self.options.fidelity)
         if upscale == 1:

@@ -56,6 +56,15 @@ def _release(repo: str, tag: str, filename: str) -> str:
     return f"https://github.com/{repo}/releases/download/{tag}/{filename}"
 
 
+def _git_file(repo: str, commit: str, path: str) -> str:
+    """A file committed to a repository (not a release asset), pinned to a commit."""
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+# PFSR's checkpoints are plain git files; no public manifest states their sizes or hashes (git blob of the
+# single-GPU file: 231a06b9cd426a79ca044d687b0b7d2e6fb91367), so theirs are recorded on first download.
+_PFSR_COMMIT = "8d7a354fa96c92f6efdb2074732c343a351d2ce8"
+
 # Sizes and hashes: agreed by two or more independent public checksum manifests (see FIELD-NOTES.md).
 REGISTRY: dict[str, WeightSpec] = {
     spec.name: spec
@@ -77,6 +86,28 @@ REGISTRY: dict[str, WeightSpec] = {
             "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
             "GFP-GAN v1.4 restorer (clean arch, 512 px): more detail, better identity",
             "--weights PATH / --weights-dir DIR",
+        ),
+        *(
+            WeightSpec(
+                name,
+                filename,
+                _git_file(
+                    "DeokyunKim/Progressive-Face-Super-Resolution", _PFSR_COMMIT, f"checkpoints/{filename}"
+                ),
+                None,
+                None,
+                f"Progressive Face SR generator (16 -> 128 px){what}",
+                "--weights PATH / --weights-dir DIR",
+            )
+            for name, filename, what in (
+                ("pfsr", "generator_checkpoint_singleGPU.ckpt", ""),
+                ("pfsr-distributed", "generator_checkpoint.ckpt", ", saved from DistributedDataParallel"),
+                (
+                    "pfsr-unaligned",
+                    "unalign_trained_generator_checkpoint.ckpt",
+                    ", trained on unaligned faces",
+                ),
+            )
         ),
         WeightSpec(
             "retinaface-r50",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.faces.templates import FFHQ_TEMPLATE_512
+from vidrestore.faces.templates import CELEBA_TEMPLATE_128, FFHQ_TEMPLATE_512
 
 
 class Restorer(Protocol):
@@ -46,6 +46,7 @@ class ModelSpec:
     licence: str
     load: Loader  # checks the checkpoint's layout (one-line error naming keys) and builds the network
     face_size: int = 512  # the released checkpoint's crop size (a custom checkpoint may differ)
+    scale: int = 1  # output crop size / input crop size: 2**k for a face super-resolution network
     template: np.ndarray = field(default_factory=lambda: FFHQ_TEMPLATE_512)  # 5 points at ``face_size``
     input_range: tuple[float, float] = (-1.0, 1.0)
     output_range: tuple[float, float] = (-1.0, 1.0)
@@ -58,9 +59,19 @@ class ModelSpec:
     # their paths to ``load`` as ``extra=``, in this order.
     extra_weights: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.scale & (self.scale - 1):
+            raise ValueError(f"{self.name}: scale must be a power of two, got {self.scale}")
+
     def template_for(self, size: int) -> np.ndarray:
         """The alignment template for a crop of ``size`` pixels (a checkpoint's own size may differ)."""
         return self.template * (size / self.face_size)
+
+
+def _load_pfsr(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.pfsr import load_pfsr
+
+    return load_pfsr(path, **kwargs)
 
 
 def _load_gfpgan_clean(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
@@ -102,6 +113,24 @@ _SPECS = (
         licence="CC BY-NC-SA 4.0",
         load=_load_psfrgan,
         extra_weights=("psfrgan-parsenet",),
+    ),
+    # Progressive Face SR, 16 -> 128 px. Its training pairs are CelebA aligned crops (178 centre square)
+    # resized to 128, then halved to 64, 32 and 16 with PIL's bilinear filter on 8-bit images. So the engine
+    # warps each face to the CelebA template at the output size (128), rounds it to 8 bits and halves it
+    # three times the same way (vidrestore.faces.resample), instead of warping straight at 16 px; the face
+    # is pasted back from the 128 px output with the 128 px affine. The template is given at 16 px, scaled
+    # by 1/8 from the 128 one (on the halved input's own pixel grid the points sit at (t128 - 3.5) / 8).
+    # Eyes are about 3.5 px apart in the 16 px input.
+    ModelSpec(
+        name="pfsr",
+        summary="Progressive Face SR: tiny faces (16 px crop) super-resolved 8x to 128 px",
+        arch="PFSRGenerator",
+        weights="pfsr",
+        licence="no licence file (all rights reserved)",
+        load=_load_pfsr,
+        face_size=16,
+        scale=8,
+        template=CELEBA_TEMPLATE_128 / 8,
     ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
