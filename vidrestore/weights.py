@@ -110,6 +110,24 @@ REGISTRY: dict[str, WeightSpec] = {
             )
         ),
         WeightSpec(
+            "restoreformer",
+            "RestoreFormer.pth",
+            _release("TencentARC/GFPGAN", "v1.3.4", "RestoreFormer.pth"),
+            290785322,
+            "07404d446d62ca3d5ed38b1de09a947a1e77d46dbccec961a74d713a8f24ace0",
+            "RestoreFormer restorer (GFP-GAN's release, 512 px)",
+            "--weights PATH / --weights-dir DIR",
+        ),
+        WeightSpec(  # size from a mirror; no complete public hash: recorded at first download
+            "restoreformer++",
+            "RestoreFormer++.ckpt",
+            _release("wzhouxiff/RestoreFormerPlusPlus", "v1.0.0", "RestoreFormer++.ckpt"),
+            294028815,
+            None,
+            "RestoreFormer++ restorer (512 px)",
+            "--weights PATH / --weights-dir DIR",
+        ),
+        WeightSpec(
             "retinaface-r50",
             "detection_Resnet50_Final.pth",
             _release("xinntao/facexlib", "v0.1.0", "detection_Resnet50_Final.pth"),

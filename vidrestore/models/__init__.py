@@ -100,6 +100,18 @@ def _load_psfrgan(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
     return load_psfrgan(path, **kwargs)
 
 
+def _load_restoreformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.restoreformer import load_restoreformer
+
+    return load_restoreformer(path, **kwargs)
+
+
+def _load_restoreformer_plusplus(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.restoreformer import load_restoreformer_plusplus
+
+    return load_restoreformer_plusplus(path, **kwargs)
+
+
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
@@ -131,6 +143,25 @@ _SPECS = (
         face_size=16,
         scale=8,
         template=CELEBA_TEMPLATE_128 / 8,
+    ),
+    # Both: GFPGANer / RestoreFormer.enhance pre- and post-processing, the same as GFP-GAN's: FFHQ template
+    # at 512, RGB in [-1, 1], raw output clamped to [-1, 1]; no noise, no controls.
+    ModelSpec(
+        name="restoreformer",
+        summary="RestoreFormer (GFP-GAN's release): high-quality key-value attention over a face codebook",
+        arch="RestoreFormer",
+        weights="restoreformer",
+        licence="Apache-2.0",
+        load=_load_restoreformer,
+    ),
+    ModelSpec(
+        name="restoreformer++",
+        summary="RestoreFormer++: RestoreFormer with multi-scale attention; more realistic, robust faces",
+        arch="VQVAEGANMultiHeadTransformer",
+        weights="restoreformer++",
+        licence="Apache-2.0",
+        load=_load_restoreformer_plusplus,
+        aliases=("restoreformer-plusplus",),
     ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
