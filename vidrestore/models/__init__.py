@@ -52,6 +52,9 @@ class ModelSpec:
     channels: str = "RGB"
     needs: tuple[str, ...] = ()  # auxiliary networks, e.g. "parsing"
     controls: tuple[str, ...] = ()  # engine options passed to the network's forward as keywords
+    # The forward keyword of the network's own fidelity control (0 = quality, 1 = fidelity): it takes the
+    # engine's ``fidelity`` in place of blending the restored face with the original.
+    fidelity_control: str | None = None
     aliases: tuple[str, ...] = ()
 
     def template_for(self, size: int) -> np.ndarray:
@@ -79,9 +82,24 @@ def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
     )
 
 
+def _load_codeformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.codeformer import load_codeformer
+
+    return load_codeformer(path, **kwargs)
+
+
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
+    ModelSpec(
+        name="codeformer",
+        summary="CodeFormer: codebook lookup, robust on heavy degradation; --fidelity is its w",
+        arch="CodeFormer",
+        weights="codeformer",
+        licence="S-Lab License 1.0 (non-commercial)",
+        load=_load_codeformer,
+        fidelity_control="w",
+    ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
