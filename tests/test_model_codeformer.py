@@ -202,6 +202,20 @@ def test_fusion_runs_only_when_w_is_above_zero_and_batches_are_independent(tmp_p
         assert not torch.allclose(model(x[:1], w=0.5), fused[:1])
 
 
+def test_a_grey_face_comes_back_grey_with_the_crops_mean_and_deviation(tmp_path):
+    model = get_model("codeformer").load(_tiny_checkpoint(tmp_path / "t.pth"), device="cpu", config=None)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    x[0] = 0.8 * x[0, :1] - 0.1  # grey, darker and flatter than the colour face
+    with torch.inference_mode():
+        y = model(x, w=0.5)
+        lq_feat, feats = model.encode(x)
+        raw = model.decode(model.lookup(model.code_logits(lq_feat).argmax(-1), lq_feat), feats, 0.5)
+    assert torch.equal(y[1], raw[1])  # colour: the network's output as it is
+    assert torch.equal(y[0, 0], y[0, 1]) and torch.equal(y[0, 1], y[0, 2])
+    assert torch.allclose(y[0].mean(), x[0].mean(), atol=1e-5)
+    assert torch.allclose(y[0].std(correction=0), x[0].std(correction=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype,bound", [(torch.float16, 0.01), (torch.bfloat16, 0.05)])
 def test_half_precision_runs_on_the_cpu(tmp_path, dtype, bound):
     """Finite, and close to float32 given the same codes. The codes themselves may differ where two logits

@@ -12,7 +12,8 @@ numerical beyond float rounding:
 * the transformer runs batch-first, its attention and the VQGAN's through ``scaled_dot_product_attention``;
 * the code is the argmax of the logits (the official top-1 of their softmax) looked up as an embedding row,
   not a one-hot matrix product hard-cast to float32, so every dtype runs;
-* AdaIN is always on, as in the official inference script; the training-only paths are left out.
+* AdaIN is always on, as in the official inference script; the training-only paths are left out;
+* the official pipeline's one face-level post-processing, grey faces kept grey, is part of ``forward``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import nn
 from vidrestore.errors import WeightsError
 from vidrestore.models.checkpoint import build_strict, read_state_dict
 
-__all__ = ["CodeFormer", "CodeFormerConfig", "infer_codeformer_config", "load_codeformer"]
+__all__ = ["CodeFormer", "CodeFormerConfig", "gray_like_input", "infer_codeformer_config", "load_codeformer"]
 
 _GROUPS = 32
 _NORM_EPS = 1e-6
@@ -338,10 +339,42 @@ class CodeFormer(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, w: float = 0.0) -> torch.Tensor:
-        """Restore faces; ``w`` in [0, 1] is CodeFormer's fidelity weight (0: quality, 1: fidelity)."""
+        """Restore faces; ``w`` in [0, 1] is CodeFormer's fidelity weight (0: quality, 1: fidelity).
+
+        Grey faces come back grey (:func:`gray_like_input`), as the official pipeline makes them.
+        """
         lq_feat, feats = self.encode(x, keep_features=w > 0)
         indices = self.code_logits(lq_feat).argmax(dim=-1)
-        return self.decode(self.lookup(indices, lq_feat), feats, w)
+        return gray_like_input(self.decode(self.lookup(indices, lq_feat), feats, w), x)
+
+
+# The official helper's grey test: mean variance of the channel differences <= 10 in 8-bit units; here in
+# [-1, 1] units (127.5 per 8-bit step), as are its AdaIN epsilon and bgr2gray's R, G, B weights.
+_GRAY_VAR = 10 / 127.5**2
+_GRAY_EPS = 1e-5 / 127.5**2
+_LUMA = (0.2989, 0.5870, 0.1140)
+
+
+def gray_like_input(restored: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+    """Restored faces whose input crop is grey, made grey and given the crop's mean and deviation per channel.
+
+    CodeFormer tints black-and-white faces; the official helper (``add_restored_face``) undoes it this way.
+    It decides on the whole input image; here each crop decides, which is what a black-and-white video
+    gives for every face anyway. Both tensors are (B, 3, S, S) in [-1, 1]; others pass unchanged.
+    """
+    c = crops.float().flatten(2)  # (B, 3, S*S)
+    diffs = torch.stack([c[:, 0] - c[:, 1], c[:, 1] - c[:, 2], c[:, 2] - c[:, 0]], 1)
+    gray = diffs.var(dim=2, correction=0).mean(dim=1) <= _GRAY_VAR
+    if not gray.any():
+        return restored
+    y = restored[gray].float().clamp(-1, 1)
+    luma = sum(weight * y[:, i : i + 1] for i, weight in enumerate(_LUMA)).expand_as(y).flatten(2)
+    var, mean = torch.var_mean(luma, dim=2, keepdim=True, correction=0)
+    in_var, in_mean = torch.var_mean(c[gray], dim=2, keepdim=True, correction=0)
+    matched = (luma - mean) / (var + _GRAY_EPS).sqrt() * (in_var + _GRAY_EPS).sqrt() + in_mean
+    out = restored.clone()
+    out[gray] = matched.view(y.shape).to(restored.dtype)
+    return out
 
 
 def infer_codeformer_config(
