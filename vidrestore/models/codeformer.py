@@ -242,7 +242,7 @@ class TransformerSALayer(nn.Module):
         return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 
-class Fuse_sft_block(nn.Module):  # noqa: N801 (the official class name, kept for the reader)
+class FuseSftBlock(nn.Module):
     """Controllable feature transformation: ``dec + w * (dec * scale + shift)``, from encoder and decoder."""
 
     def __init__(self, channels: int) -> None:
@@ -290,7 +290,7 @@ class CodeFormer(nn.Module):
             nn.LayerNorm(cfg.dim_embd), nn.Linear(cfg.dim_embd, cfg.codebook_size, bias=False)
         )
         self.fuse_convs_dict = nn.ModuleDict(
-            {str(res): Fuse_sft_block(cfg.channels(res)) for res in cfg.connect_list}
+            {str(res): FuseSftBlock(cfg.channels(res)) for res in cfg.connect_list}
         )
 
     @property
