@@ -33,8 +33,8 @@ def test_models_lists_every_network_with_file_size_licence_and_use(capsys):
 def test_names_resolve_through_the_registry():
     assert models.get_model("v1.4") is models.get_model("gfpgan-v1.4")
     assert models.get_model("gfpgan-v1.3").weights == "gfpgan-v1.3"
-    with pytest.raises(VidrestoreError, match="unknown model 'codeformer'; choose one of: gfpgan-v1.4"):
-        models.get_model("codeformer")
+    with pytest.raises(VidrestoreError, match="unknown model 'no-such-model'; choose one of: gfpgan-v1.4"):
+        models.get_model("no-such-model")
 
 
 class _Negative(nn.Module):

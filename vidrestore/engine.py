@@ -119,6 +119,8 @@ class FaceRestorer:
         self.out_size = self.face_size * self.spec.scale
         self.template = self.spec.template_for(self.out_size)
         self.controls = {name: getattr(options, name) for name in self.spec.controls}
+        if self.spec.fidelity_control:  # the network's own trade-off replaces the blend in restore()
+            self.controls[self.spec.fidelity_control] = options.fidelity
         self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.out_size)
         detector_weights = None
         if options.detector == "retinaface":
@@ -217,7 +219,9 @@ class FaceRestorer:
             if self.parser
             else feather_mask(self.out_size, self.device, torch.float32)
         )
-        alpha = crop_alpha(inside, mask) * (1 - self.options.fidelity)
+        alpha = crop_alpha(inside, mask)
+        if not self.spec.fidelity_control:
+            alpha = alpha * (1 - self.options.fidelity)
         if upscale == 1:
             out = frames.clone()
         else:

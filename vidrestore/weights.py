@@ -128,6 +128,15 @@ REGISTRY: dict[str, WeightSpec] = {
             "--weights PATH / --weights-dir DIR",
         ),
         WeightSpec(
+            "codeformer",
+            "codeformer.pth",
+            _release("sczhou/CodeFormer", "v0.1.0", "codeformer.pth"),
+            376637898,
+            "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+            "CodeFormer restorer (512 px, S-Lab License 1.0: non-commercial use only)",
+            "--weights PATH / --weights-dir DIR",
+        ),
+        WeightSpec(
             "retinaface-r50",
             "detection_Resnet50_Final.pth",
             _release("xinntao/facexlib", "v0.1.0", "detection_Resnet50_Final.pth"),

@@ -53,6 +53,9 @@ class ModelSpec:
     channels: str = "RGB"
     needs: tuple[str, ...] = ()  # auxiliary networks, e.g. "parsing"
     controls: tuple[str, ...] = ()  # engine options passed to the network's forward as keywords
+    # The forward keyword of the network's own fidelity control (0 = quality, 1 = fidelity): it takes the
+    # engine's ``fidelity`` in place of blending the restored face with the original.
+    fidelity_control: str | None = None
     aliases: tuple[str, ...] = ()
     # More weights entries the network needs (e.g. PSFR-GAN's parser): the engine resolves them as it does
     # ``weights`` (``--weights-dir``, cache, offline rules; ``--weights`` names only the main file) and passes
@@ -112,6 +115,12 @@ def _load_restoreformer_plusplus(path: str | os.PathLike[str], **kwargs: Any) ->
     return load_restoreformer_plusplus(path, **kwargs)
 
 
+def _load_codeformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.codeformer import load_codeformer
+
+    return load_codeformer(path, **kwargs)
+
+
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
@@ -162,6 +171,15 @@ _SPECS = (
         licence="Apache-2.0",
         load=_load_restoreformer_plusplus,
         aliases=("restoreformer-plusplus",),
+    ),
+    ModelSpec(
+        name="codeformer",
+        summary="CodeFormer: codebook lookup, robust on heavy degradation; --fidelity is its w",
+        arch="CodeFormer",
+        weights="codeformer",
+        licence="S-Lab License 1.0 (non-commercial)",
+        load=_load_codeformer,
+        fidelity_control="w",
     ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}

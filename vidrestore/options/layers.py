@@ -115,8 +115,9 @@ class EngineOptions(Layer):
     fidelity: float = setting(
         0.0,
         Number(0.0, 1.0),
-        "0 pastes the fully restored face, 1 keeps the original face; values between blend the two "
-        "(default: 0)",
+        "0 pastes the fully restored face, 1 keeps the original face; values between blend the two; "
+        "for CodeFormer it is the network's own w instead (0: quality, 1: fidelity to the input; its "
+        "scripts use 0.5) (default: 0)",
         metavar="F",
     )
     parse: bool = setting(
