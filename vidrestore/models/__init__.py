@@ -53,6 +53,7 @@ class ModelSpec:
     needs: tuple[str, ...] = ()  # auxiliary networks, e.g. "parsing"
     controls: tuple[str, ...] = ()  # engine options passed to the network's forward as keywords
     aliases: tuple[str, ...] = ()
+    colourises: bool = False  # gives colour faces for grey ones: a grey still is then written in colour
 
     def template_for(self, size: int) -> np.ndarray:
         """The alignment template for a crop of ``size`` pixels (a checkpoint's own size may differ)."""
@@ -63,6 +64,12 @@ def _load_gfpgan_clean(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
     from vidrestore.models.checkpoint import load_gfpgan
 
     return load_gfpgan(path, **kwargs)
+
+
+def _load_gfpgan_v1(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.gfpganv1 import load_gfpgan_v1
+
+    return load_gfpgan_v1(path, **kwargs)
 
 
 def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
@@ -82,6 +89,19 @@ def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
+    _gfpgan_clean("v1.2", "GFP-GAN v1.2: sharper output with some beauty retouching; no colourisation"),
+    ModelSpec(
+        name="gfpgan-v1",
+        summary="GFP-GAN v1, the paper model: also colourises grey faces",
+        arch="GFPGANv1",
+        weights="gfpgan-v1",
+        # The repo's LICENSE puts BasicSR's StyleGAN2 CUDA ops under NVIDIA's licence; ours are plain PyTorch.
+        licence="Apache-2.0",
+        load=_load_gfpgan_v1,
+        controls=("randomize_noise",),
+        aliases=("v1",),
+        colourises=True,
+    ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
