@@ -60,7 +60,9 @@ def _fir(gain: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return (k2 * (gain / k2.sum())).flip(0, 1).to(device=device, dtype=dtype)
 
 
-def upfirdn2d(x: torch.Tensor, gain: float, *, up: int = 1, down: int = 1, pad: tuple[int, int]) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, gain: float, *, up: int = 1, down: int = 1, pad: tuple[int, int]
+) -> torch.Tensor:
     """Upsample by zero insertion, pad (negative crops), filter with the FIR kernel, keep every ``down``-th
     pixel; the same on both axes, each channel on its own (BasicSR's ``upfirdn2d_native``)."""
     batch, channels, height, width = x.shape
@@ -138,7 +140,12 @@ class EqualLinear(nn.Module):
     fused leaky ReLU (on the last dim)."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0, act: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        act: bool = False,
     ) -> None:
         super().__init__()
         self.lr_mul = lr_mul
@@ -287,7 +294,12 @@ class StyleConv(nn.Module):
     """Modulated conv, ``+ weight * noise``, then the fused activation (its bias), then CS-SFT if given."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int, upsample: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        num_style_feat: int,
+        upsample: bool = False,
     ) -> None:
         super().__init__()
         self.modulated_conv = ModulatedConv2d(
@@ -353,7 +365,8 @@ class StyleGAN2GeneratorSFT(nn.Module):
         super().__init__()
         feat = config.num_style_feat
         self.style_mlp = nn.Sequential(
-            NormStyleCode(), *(EqualLinear(feat, feat, lr_mul=LR_MLP, act=True) for _ in range(config.num_mlp))
+            NormStyleCode(),
+            *(EqualLinear(feat, feat, lr_mul=LR_MLP, act=True) for _ in range(config.num_mlp)),
         )
         ch = config.channels
         self.constant_input = ConstantInput(ch(4), size=4)
@@ -389,7 +402,7 @@ class StyleGAN2GeneratorSFT(nn.Module):
 
 
 def _sft_branch(channels: int, sft_half: bool, bias_init: float) -> nn.Sequential:
-    """EqualConv3x3, scaled lrelu, EqualConv3x3 on a U-Net feature (the scale branch's last bias starts at 1)."""
+    """EqualConv3x3, scaled lrelu, EqualConv3x3 on a U-Net feature (the scale branch's bias starts at 1)."""
     return nn.Sequential(
         EqualConv2d(channels, channels, 3, padding=1),
         ScaledLeakyReLU(),
