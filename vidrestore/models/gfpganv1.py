@@ -13,7 +13,7 @@ GFPGANv1Clean (:mod:`vidrestore.models.gfpgan`), and is therefore written here:
 * the decoder's upsampling StyleConv: a stride-2 **transposed** modulated conv followed by a FIR blur (the
   clean model interpolates bilinearly), and ToRGB's skip upsampled by the FIR (``upfirdn2d``), not bilinearly.
 
-The blur is :func:`upfirdn2d`, the same computation as BasicSR's ``upfirdn2d_native``. The convs without
+The blur is :func:`upfirdn2d`, BasicSR's ``upfirdn2d_native`` computed separably. The convs without
 upsampling go through :func:`vidrestore.kernels.modulated_conv2d`, whose math is the same once the weight is
 pre-scaled and the fused activation's ``sqrt(2)`` is folded into the gain, noise strength and bias. As in the
 clean model, the stored noise buffers are used unless ``randomize_noise=True``.
