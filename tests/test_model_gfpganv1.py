@@ -21,7 +21,7 @@ import pytest
 import torch
 from clips import make_clip
 
-from vidrestore import models, weights
+from vidrestore import kernels, models, weights
 from vidrestore.cli import main
 from vidrestore.errors import WeightsError
 from vidrestore.io.images import read_image, write_image
@@ -189,6 +189,38 @@ def test_batched_deterministic_and_low_precision_close_to_fp32() -> None:
         assert torch.isfinite(y).all(), dtype
         assert (y - out).abs().max() < 0.1 * out.abs().max(), dtype
         assert (y - out).abs().mean() < 0.05 * out.abs().mean(), dtype
+
+
+@pytest.mark.skipif(not kernels.triton_available(), reason="triton is not installed")
+def test_the_triton_kernel_runs_the_v1_convs_alike() -> None:
+    """The activation's sqrt(2) folded into the fused kernel's gain, noise and bias (Triton's interpreter)."""
+    model = GFPGANv1(TINY).eval()
+    model.load_state_dict(_random_state(), strict=True)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        reference = model(x)
+        kernels.set_kernel_impl(model, "triton")
+        out = model(x)
+    torch.testing.assert_close(out, reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_forward_cuda(dtype: torch.dtype, impl: str) -> None:
+    """CUDA in each precision, with either modulated-conv impl, against the CPU fp32 output."""
+    if impl == "triton" and not kernels.triton_available():
+        pytest.skip("triton is not installed")
+    model = GFPGANv1(TINY).eval()
+    model.load_state_dict(_random_state(), strict=True)
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        reference = model(x)
+        kernels.set_kernel_impl(model, impl)
+        out = model.to("cuda", dtype)(x.to("cuda", dtype)).float().cpu()
+    tol = 1e-3 if dtype == torch.float32 else 0.1 * reference.abs().max().item()  # TF32 convs in fp32
+    torch.testing.assert_close(out, reference, atol=tol, rtol=0)
 
 
 # --- registry and front ends ------------------------------------------------------------------------------
