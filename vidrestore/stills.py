@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,8 @@ class Summary:
 def restore_image(restorer: FaceRestorer, img: np.ndarray, upscale: int = 1) -> tuple[np.ndarray, int]:
     """Restore one decoded image (any layout :func:`read_still` returns); returns it and its face count."""
     t, layout = image_to_tensor(img, restorer.device)
+    if layout.channels == 1 and restorer.spec.colourises:
+        layout = replace(layout, channels=3)  # the colour such a model gave a grey face is what it is for
     result = restorer.restore(t, upscale=upscale)
     return tensor_to_image(result.frames, layout, img, upscale), len(result.faces[0])
 

@@ -61,6 +61,7 @@ class ModelSpec:
     # ``weights`` (``--weights-dir``, cache, offline rules; ``--weights`` names only the main file) and passes
     # their paths to ``load`` as ``extra=``, in this order.
     extra_weights: tuple[str, ...] = ()
+    colourises: bool = False  # gives colour faces for grey ones: a grey still is then written in colour
 
     def __post_init__(self) -> None:
         if self.scale < 1 or self.scale & (self.scale - 1):
@@ -81,6 +82,12 @@ def _load_gfpgan_clean(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
     from vidrestore.models.checkpoint import load_gfpgan
 
     return load_gfpgan(path, **kwargs)
+
+
+def _load_gfpgan_v1(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+    from vidrestore.models.gfpganv1 import load_gfpgan_v1
+
+    return load_gfpgan_v1(path, **kwargs)
 
 
 def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
@@ -124,6 +131,19 @@ def _load_codeformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
 _SPECS = (
     _gfpgan_clean("v1.4", "GFP-GAN v1.4: the default; more detail and better identity than v1.3"),
     _gfpgan_clean("v1.3", "GFP-GAN v1.3: more natural-looking faces, fewer sharpened details"),
+    _gfpgan_clean("v1.2", "GFP-GAN v1.2: sharper output with some beauty retouching; no colourisation"),
+    ModelSpec(
+        name="gfpgan-v1",
+        summary="GFP-GAN v1, the paper model: also colourises grey faces",
+        arch="GFPGANv1",
+        weights="gfpgan-v1",
+        # The repo's LICENSE puts BasicSR's StyleGAN2 CUDA ops under NVIDIA's licence; ours are plain PyTorch.
+        licence="Apache-2.0",
+        load=_load_gfpgan_v1,
+        controls=("randomize_noise",),
+        aliases=("v1",),
+        colourises=True,
+    ),
     # Upstream aligns dlib's 5 points (eye corners, nose base) to FFHQ's template; the FFHQ template for
     # RetinaFace's 5 points (the default) gives the same FFHQ crop. RGB in [-1, 1] for both of its networks.
     ModelSpec(

@@ -73,18 +73,18 @@ def build_strict[M: torch.nn.Module](
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def infer_config(state: dict[str, object]) -> GFPGANConfig:
-    """Read a GFPGANv1Clean layout off a state dict's key names and tensor shapes.
+def infer_config(state: dict[str, object], official: GFPGANConfig | None = None) -> GFPGANConfig:
+    """Read a GFPGANv1Clean (or GFPGANv1: the same key names) layout off a state dict's keys and shapes.
 
-    Falls back to the official 512 configuration where a key it needs is absent, so that the strict load
-    afterwards reports what is missing instead of this function failing first.
+    Falls back to the ``official`` 512 configuration (by default the clean one) where a key it needs is
+    absent, so that the strict load afterwards reports what is missing instead of this function failing first.
     """
 
     def shape(key: str) -> tuple[int, ...] | None:
         v = state.get(key)
         return tuple(v.shape) if isinstance(v, torch.Tensor) else None
 
-    official = GFPGANConfig()
+    official = official or GFPGANConfig()
     const = shape("stylegan_decoder.constant_input.weight")
     linear = shape("final_linear.weight")
     mlp = [k for k in state if k.startswith("stylegan_decoder.style_mlp.") and k.endswith(".weight")]
