@@ -37,6 +37,7 @@ import vapoursynth as vs
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.detection import Faces
+from vidrestore.memory import fit_to_memory
 from vidrestore.options import TABLE, EngineOptions, FilterOptions, OptionError, TemporalOptions, build
 from vidrestore.stream import FaceStream, StreamResult
 
@@ -89,6 +90,14 @@ def restore(clip: vs.VideoNode, **options: Any) -> vs.VideoNode:
         restorer = FaceRestorer(engine, progress=True)
     except VidrestoreError as exc:
         raise vs.Error(f"vidrestore: {exc}") from None
+    # The detector's batch and picture size follow the memory budget; the frame batch stays the script's,
+    # since the segments are built on it (VapourSynth's own cache holds the frames).
+    deep = clip.format.bits_per_sample > 8
+    _, plan = fit_to_memory(
+        restorer, clip.width, clip.height, temporal, sample_bytes=2 if deep else 1, keep_batch=True
+    )
+    for notice in plan.notices:
+        vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"vidrestore: {notice}")
     filt = _SegmentFilter(clip, restorer, temporal, schedule)
     return clip.std.ModifyFrame(clips=clip, selector=filt)
 

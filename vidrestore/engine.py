@@ -94,6 +94,10 @@ class FaceRestorer:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self.timings: dict[str, float] = defaultdict(float)
+        # How many frames the detector takes at once (None: a whole batch) and the long side of the picture
+        # it sees (None: full size); vidrestore.memory sets both to fit the memory budget.
+        self.detect_batch: int | None = None
+        self.detect_size: int | None = options.detect_size
         self.model = None
         self.face_size = self.spec.face_size
         if load_model:
@@ -147,16 +151,19 @@ class FaceRestorer:
     def detect(self, frames: torch.Tensor) -> list[Faces]:
         """Faces in (B, 3, H, W) frames: float RGB in [0, 1], or uint8 RGB used as they are."""
         t0 = time.perf_counter()
-        if frames.dtype != torch.uint8:
-            frames = (frames.clamp(0, 1) * 255).round_().to(torch.uint8)
-        u8 = frames.permute(0, 2, 3, 1)
-        found = detect_faces(
-            self.detector,
-            u8,
-            detect_size=self.options.detect_size,
-            min_eye_distance=self.options.min_face,
-            only_center_face=self.options.only_center_face,
-        )
+        found: list[Faces] = []
+        step = self.detect_batch or len(frames)
+        for i in range(0, len(frames), step):  # the detector's memory grows with its batch: see memory.py
+            part = frames[i : i + step]
+            if part.dtype != torch.uint8:
+                part = (part.clamp(0, 1) * 255).round_().to(torch.uint8)
+            found += detect_faces(
+                self.detector,
+                part.permute(0, 2, 3, 1),
+                detect_size=self.detect_size,
+                min_eye_distance=self.options.min_face,
+                only_center_face=self.options.only_center_face,
+            )
         self._tick("detect", t0)
         return found
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import platform
 import queue
+import resource
 import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from vidrestore import __version__
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
+from vidrestore.memory import fit_to_memory
 from vidrestore.options import JobOptions, VideoOptions
 from vidrestore.stream import FaceStream
 
@@ -52,6 +54,9 @@ class RunReport:
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tracks: list[dict[str, int]] = field(default_factory=list)
+    memory_budget_mb: int = 0
+    peak_rss_mb: int = 0  # the process's peak resident memory (since it started)
+    peak_vram_mb: int | None = None  # the peak GPU memory allocated by torch during the run
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -165,17 +170,28 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
+        if restorer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(restorer.device)
         total = expected_frames(source.info, job)
-        stream = FaceStream(restorer, options.temporal, overlay=job.debug_overlay)
+        info = source.info
+        temporal, plan = fit_to_memory(
+            restorer, info.width, info.height, options.temporal, sample_bytes=2 if info.bit_depth > 8 else 1
+        )
+        options = replace(options, temporal=temporal)
+        report.memory_budget_mb = plan.budget // 2**20
+        stream = FaceStream(restorer, temporal, overlay=job.debug_overlay)
         with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
             _run_threads(source, sink, stream, options, report, total)
-            report.notices = list(sink.notices)
+            report.notices = [*plan.notices, *sink.notices]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
     for stage, seconds in restorer.timings.items():
         report.stages[stage] += seconds - engine_before.get(stage, 0.0)
     report.seconds = time.perf_counter() - t_start
+    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+    if restorer.device.type == "cuda":
+        report.peak_vram_mb = torch.cuda.max_memory_allocated(restorer.device) // 2**20
     if job.report is not None:
         try:
             job.report.write_text(report.to_json())

@@ -68,6 +68,36 @@ class Number(Kind):
         return self.check(value)
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+@dataclass(frozen=True)
+class Bytes(Kind):
+    """An amount of memory: a number of bytes, or text such as ``12G``, ``1500M``, ``0.5T`` (binary units)."""
+
+    metavar: str | None = "SIZE"
+
+    def check(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return self.parse(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"must be a positive number of bytes or a size such as 12G, not {_show(value)}")
+        return value
+
+    def parse(self, text: str) -> int:
+        t = text.strip().upper().removesuffix("B").removesuffix("I")
+        unit = t[-1:] if t[-1:] in _UNITS else ""
+        try:
+            number = float(t[: len(t) - len(unit)])
+        except ValueError:
+            raise ValueError(f"must be a size such as 12G or 1500M, not {text!r}") from None
+        if not math.isfinite(number) or number <= 0:
+            raise ValueError(f"must be a positive size, not {text!r}")
+        return int(number * _UNITS[unit])
+
+
 @dataclass(frozen=True)
 class Choice(Kind):
     """One of ``values`` (``resolve`` maps accepted aliases, e.g. a model's old name, to the canonical)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.options.kinds import Choice, FilePath, Flag, KeyValues, Number, Seconds, Text
+from vidrestore.options.kinds import Bytes, Choice, FilePath, Flag, KeyValues, Number, Seconds, Text
 from vidrestore.options.table import TABLE, Front, Layer, OptionError, setting
 
 
@@ -74,6 +74,13 @@ class EngineOptions(Layer):
         "auto",
         Choice(_dtypes),
         "model precision; auto is bf16/fp16 on a GPU and fp32 on the CPU (default: auto)",
+    )
+    max_memory: int | None = setting(
+        None,
+        Bytes(),
+        "memory the frames may use, e.g. 12G: frame batch and detection follow it and the frame size "
+        "(default: half the RAM; on a GPU, two fifths of its memory free once the model is loaded)",
+        metavar="SIZE",
     )
     kernels: str = setting(
         "auto",
