@@ -9,9 +9,9 @@ once the frame size is known and the network is loaded:
 2. how many of those frames the detector takes at once (its results do not depend on it);
 3. the detection size, only when a single full-size frame does not fit (then with a notice).
 
-The budget is ``--max-memory``, else half the machine's RAM on the CPU and two fifths of the GPU's memory
-left free once the model is loaded (the face batches take up to half of what is free: see
-:func:`vidrestore.engine.auto_batch_size`).
+The budget is ``--max-memory``, else half the machine's RAM (less when less is available: a shared
+machine) on the CPU and two fifths of the GPU's memory left free once the model is loaded (the face batches
+take up to half of what is free: see :func:`vidrestore.engine.auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -45,16 +45,26 @@ class MemoryPlan:
     notices: tuple[str, ...] = ()
 
 
-def total_memory(device: torch.device) -> int:
-    """The memory frames may compete for: all RAM on the CPU, the free memory on a GPU (model loaded)."""
+def default_budget(device: torch.device) -> int:
+    """Half the RAM, or three quarters of what is available now if that is less (a shared machine); on a
+    GPU, two fifths of its free memory (the model loaded, the face batches sized from the rest)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        return int(free * 0.4)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(total * 0.5, _available_ram() * 0.75))
+
+
+def _available_ram() -> int:
+    """MemAvailable from /proc/meminfo (Linux); elsewhere, the physical RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def default_budget(device: torch.device) -> int:
-    return int(total_memory(device) * (0.4 if device.type == "cuda" else 0.5))
 
 
 def plan_memory(

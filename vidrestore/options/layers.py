@@ -79,7 +79,8 @@ class EngineOptions(Layer):
         None,
         Bytes(),
         "memory the frames may use, e.g. 12G: frame batch and detection follow it and the frame size "
-        "(default: half the RAM; on a GPU, two fifths of its memory free once the model is loaded)",
+        "(default: half the RAM, less if less is free; on a GPU, two fifths of its memory free once the "
+        "model is loaded)",
         metavar="SIZE",
     )
     kernels: str = setting(
