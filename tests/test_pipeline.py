@@ -320,8 +320,14 @@ def test_a_reused_engine_reports_only_this_runs_stage_times(tmp_path, tiny_check
     assert abs(first.stages["restore"] + second.stages["restore"] - engine.timings["restore"]) < 1e-9
 
 
-def test_sigterm_unwinds_like_ctrl_c_and_leaves_nothing(tmp_path, tiny_checkpoint):
-    """What job schedulers and ``docker stop`` send: one line, exit 143, no hidden temporary file."""
+@pytest.mark.parametrize(
+    ("signame", "code", "how"), [("SIGTERM", 143, "terminated"), ("SIGHUP", 129, "hung up")]
+)
+def test_sigterm_and_sighup_unwind_like_ctrl_c_and_leave_nothing(
+    tmp_path, tiny_checkpoint, signame, code, how
+):
+    """What job schedulers and ``docker stop`` send, and a closed SSH session: one line, 128 + the signal's
+    number, no hidden temporary file."""
     import os
     import signal
     import subprocess
@@ -335,10 +341,10 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_nothing(tmp_path, tiny_checkpoin
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.*.part.mp4")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "vidrestore: terminated; no partial output was left behind"
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"vidrestore: {how}; no partial output was left behind"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == ["in.mp4"]
 
 

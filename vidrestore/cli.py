@@ -207,16 +207,22 @@ def _quiet_opencv() -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job scheduler, ``docker stop``): unwinds like Ctrl-C, so every temporary file is removed."""
+    """SIGTERM (a job scheduler, ``docker stop``) or SIGHUP (a closed terminal or SSH session): unwinds like
+    Ctrl-C, so every temporary file is removed; the exit code is 128 + the signal's number, as shells give."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated
+def _on_signal(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _on_signal)
     _quiet_opencv()
     try:
         args = build_parser().parse_args(argv)
@@ -231,13 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        how = {signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}.get(signum, "interrupted")
         print(f"vidrestore: {how}; no partial output was left behind", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return 128 + signum
     except MemoryError:
-        print(
-            "vidrestore: error: out of memory; try a smaller --batch-size or --detect-size", file=sys.stderr
-        )
+        print("vidrestore: error: out of memory; try --max-memory or --detect-size", file=sys.stderr)
         return 1
     except Exception as exc:
         if os.environ.get("VIDRESTORE_DEBUG"):
