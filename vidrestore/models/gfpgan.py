@@ -284,7 +284,57 @@ def _sft_branch(channels: int, sft_half: bool) -> nn.Sequential:
     )
 
 
-class GFPGANv1Clean(nn.Module):
+class GFPGANBase(nn.Module):
+    """The forward pass both GFP-GAN architectures share: U-Net down, W codes, U-Net up with the CS-SFT
+    conditions, StyleGAN2 decoder. Subclasses own the layers and say how the U-Net's ends are activated."""
+
+    config: GFPGANConfig
+
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _last(self, feat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, randomize_noise: bool = False) -> torch.Tensor:
+        """Restore (B, 3, S, S) RGB faces in [-1, 1] to the raw ToRGB sum (not clamped, no tanh).
+
+        Deterministic by default: the stored noise buffers are used; ``randomize_noise=True`` draws fresh
+        noise, as the official GFPGANer does.
+        """
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1:] != (3, cfg.out_size, cfg.out_size):
+            raise ValueError(f"expected a (B, 3, {cfg.out_size}, {cfg.out_size}) input, got {tuple(x.shape)}")
+        feat = self._first(x)
+        skips = []
+        for block in self.conv_body_down:
+            feat = block(feat)
+            skips.append(feat)
+        feat = self._last(feat)
+
+        batch = x.shape[0]
+        latent = self.final_linear(feat.flatten(1)).view(batch, -1, cfg.num_style_feat)  # (B, N or 1, C)
+        if not cfg.input_is_latent:
+            # Upstream maps the code in the shape it has: (B, C) for one shared W, (B, N, C) with different_w.
+            code = latent if cfg.different_w else latent[:, 0]
+            latent = self.stylegan_decoder.style_mlp(code).view(batch, -1, cfg.num_style_feat)
+        latent = latent.expand(-1, cfg.num_latent, -1)
+
+        conditions = []
+        for block, to_scale, to_shift, skip in zip(
+            self.conv_body_up, self.condition_scale, self.condition_shift, reversed(skips), strict=True
+        ):
+            feat = block(feat + skip)
+            conditions.append((to_scale(feat), to_shift(feat)))
+        return self.stylegan_decoder(latent, conditions, randomize_noise)
+
+    @property
+    def face_size(self) -> int:
+        """The crop size this network restores (the engine's :class:`~vidrestore.models.Restorer` view)."""
+        return self.config.out_size
+
+
+class GFPGANv1Clean(GFPGANBase):
     """U-Net degradation remover whose features drive a StyleGAN2 decoder through W codes and CS-SFT."""
 
     def __init__(self, config: GFPGANConfig | None = None) -> None:
@@ -309,39 +359,8 @@ class GFPGANv1Clean(nn.Module):
         self.condition_scale = nn.ModuleList(_sft_branch(unet_ch(2**i), config.sft_half) for i in ups)
         self.condition_shift = nn.ModuleList(_sft_branch(unet_ch(2**i), config.sft_half) for i in ups)
 
-    def forward(self, x: torch.Tensor, randomize_noise: bool = False) -> torch.Tensor:
-        """Restore (B, 3, S, S) RGB faces in [-1, 1] to the raw ToRGB sum (not clamped, no tanh).
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.conv_body_first(x), _LRELU_SLOPE, inplace=True)
 
-        Deterministic by default: the stored noise buffers are used; ``randomize_noise=True`` draws fresh
-        noise, as the official GFPGANer does.
-        """
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1:] != (3, cfg.out_size, cfg.out_size):
-            raise ValueError(f"expected a (B, 3, {cfg.out_size}, {cfg.out_size}) input, got {tuple(x.shape)}")
-        feat = F.leaky_relu(self.conv_body_first(x), _LRELU_SLOPE, inplace=True)
-        skips = []
-        for block in self.conv_body_down:
-            feat = block(feat)
-            skips.append(feat)
-        feat = F.leaky_relu(self.final_conv(feat), _LRELU_SLOPE, inplace=True)
-
-        batch = x.shape[0]
-        latent = self.final_linear(feat.flatten(1)).view(batch, -1, cfg.num_style_feat)  # (B, N or 1, C)
-        if not cfg.input_is_latent:
-            # Upstream maps the code in the shape it has: (B, C) for one shared W, (B, N, C) with different_w.
-            code = latent if cfg.different_w else latent[:, 0]
-            latent = self.stylegan_decoder.style_mlp(code).view(batch, -1, cfg.num_style_feat)
-        latent = latent.expand(-1, cfg.num_latent, -1)
-
-        conditions = []
-        for block, to_scale, to_shift, skip in zip(
-            self.conv_body_up, self.condition_scale, self.condition_shift, reversed(skips), strict=True
-        ):
-            feat = block(feat + skip)
-            conditions.append((to_scale(feat), to_shift(feat)))
-        return self.stylegan_decoder(latent, conditions, randomize_noise)
-
-    @property
-    def face_size(self) -> int:
-        """The crop size this network restores (the engine's :class:`~vidrestore.models.Restorer` view)."""
-        return self.config.out_size
+    def _last(self, feat: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.final_conv(feat), _LRELU_SLOPE, inplace=True)
