@@ -27,6 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import numpy as np
 from av.stream import Disposition
 
@@ -84,6 +85,9 @@ class SourceDescription:
     sample_aspect_ratio: Fraction | None
     display_matrix: tuple[int, ...] | None  # the 9 numbers of the rotation side data, as stored
     streams: tuple[StreamTemplate, ...]  # the other streams, in input order
+    # "progressive", "tff" or "bff" (in display order), and what said so, for the user's notice.
+    field_order: str = "progressive"
+    field_order_from: str = ""
 
 
 @dataclass
@@ -211,6 +215,7 @@ class VideoSource:
             other_streams=[_one_line(s) for s in copies],
         )
         matrix = v.codec_context.coded_side_data.get("display_matrix")
+        order, order_from = _field_order(v, first)
         return SourceDescription(
             info=info,
             colour=colour,
@@ -220,6 +225,8 @@ class VideoSource:
             sample_aspect_ratio=Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None,
             display_matrix=struct.unpack("=9i", matrix[:36]) if matrix else None,
             streams=tuple(_template(s) for s in copies),
+            field_order=order,
+            field_order_from=order_from,
         )
 
     def __enter__(self) -> VideoSource:
@@ -416,6 +423,54 @@ class VideoSource:
             except ValueError:
                 pass
         return c.duration / _AV_TIME_BASE if c.duration else None
+
+
+# AVFieldOrder, by the field displayed first: TT and BT show the top field first, BB and TB the bottom one.
+_STREAM_FIELD_ORDER = {1: "progressive", 2: "tff", 3: "bff", 4: "bff", 5: "tff"}
+
+
+def _field_order(v: av.VideoStream, first: av.VideoFrame) -> tuple[str, str]:
+    """The field order, from the first frame's flags (what the decoder read in the picture's own header)
+    and else the stream's (what the container or the parser said); with a word on what said so."""
+    stream = _STREAM_FIELD_ORDER.get(v.codec_context.field_order)
+    if not first.interlaced_frame:
+        if stream in ("tff", "bff"):
+            return "progressive", f"the frames; the stream says {stream}, its frames say progressive"
+        return "progressive", "the frames"
+    top = _top_field_first(first)
+    if top is None:  # a picture whose rows are all alike says nothing about its order
+        return (stream, "the stream") if stream in ("tff", "bff") else ("tff", "assumed")
+    return ("tff" if top else "bff"), "the frames"
+
+
+def _top_field_first(frame: av.VideoFrame) -> bool | None:
+    """Whether an interlaced frame is flagged top field first.
+
+    PyAV exposes no such flag, so FFmpeg's ``fieldorder=bff`` filter reads it: it moves a top-first frame's
+    picture down one row and passes any other through as it is. None when the first plane's rows are all
+    the same (no move to see).
+    """
+    try:
+        graph = av.filter.Graph()
+        buffer = graph.add_buffer(template=frame, time_base=Fraction(1, 1000))
+        swap = graph.add("fieldorder", "bff")
+        sink = graph.add("buffersink")
+        buffer.link_to(swap)
+        swap.link_to(sink)
+        graph.configure()
+        graph.vpush(frame)
+        after = _plane(graph.vpull())
+    except (av.FFmpegError, ValueError):  # a pixel format the filter does not take
+        return None
+    before = _plane(frame)
+    if np.array_equal(before[1:], before[:-1]):
+        return None
+    return not np.array_equal(before, after)
+
+
+def _plane(frame: av.VideoFrame) -> np.ndarray:
+    """The picture's brightness, row by row (the comparison needs nothing finer)."""
+    return frame.to_ndarray(format="gray")
 
 
 def _template(s: av.stream.Stream) -> StreamTemplate:
