@@ -28,6 +28,7 @@ from vidrestore import __version__
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
+from vidrestore.io.interlace import Interlacing
 from vidrestore.options import JobOptions, VideoOptions
 from vidrestore.stream import FaceStream
 
@@ -125,11 +126,11 @@ class _Progress:
             self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
         self.faces = 0
 
-    def update(self, faces: int) -> None:
+    def update(self, faces: int, frames: int = 1) -> None:
         if self.bar is not None:
             self.faces += faces
             self.bar.set_postfix(faces=self.faces, refresh=False)
-            self.bar.update(1)
+            self.bar.update(frames)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -165,12 +166,14 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
+        fields = Interlacing(source.description, options.encode, dst)
         total = expected_frames(source.info, job)
+        total = None if total is None else total * fields.rate_factor
         stream = FaceStream(restorer, options.temporal, overlay=job.debug_overlay)
-        with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
+        with VideoSink(dst, fields.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
-            _run_threads(source, sink, stream, options, report, total)
-            report.notices = list(sink.notices)
+            _run_threads(source, sink, stream, fields, options, report, total)
+            report.notices = [n for n in (fields.notice, *sink.notices) if n]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
     for stage, seconds in restorer.timings.items():
@@ -201,6 +204,7 @@ def _run_threads(
     source: VideoSource,
     sink: VideoSink,
     stream: FaceStream,
+    fields: Interlacing,
     options: VideoOptions,
     report: RunReport,
     total: int | None,
@@ -214,7 +218,7 @@ def _run_threads(
 
     def decode() -> None:
         t = time.perf_counter()
-        for frame in source.frames():
+        for frame in fields.pictures(source.frames()):
             report.stages["decode"] += time.perf_counter() - t
             if not _put(decoded, frame, stop):
                 return
@@ -224,13 +228,15 @@ def _run_threads(
     def encode() -> None:
         while (result := _get(restored, stop)) is not _END:
             t = time.perf_counter()
-            sink.write(result.tag, result.rgb, result.mask)
+            written = fields.written(result.tag, result.rgb, result.mask)
+            for frame, rgb, mask in written:
+                sink.write(frame, rgb, mask)
             report.stages["encode"] += time.perf_counter() - t
-            progress.update(len(result.faces))
+            report.frames += len(written)
+            progress.update(len(result.faces), len(written))
 
     def forward(results: list) -> bool:
         for result in results:
-            report.frames += 1
             report.faces += len(result.faces)
             report.frames_with_faces += bool(result.faces)
             if not _put(restored, result, stop):

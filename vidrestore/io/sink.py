@@ -44,6 +44,7 @@ from av.video.frame import PictureType
 
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.colour import Converter, planar, subsampled
+from vidrestore.io.fields import FieldMarker, code_fields
 from vidrestore.io.paths import check_output_path, move_into_place, muxer_for, reason, reserve_temp
 from vidrestore.io.routes import Route, carried_tags, open_route
 from vidrestore.io.source import SourceDescription, SourceFrame, VideoInfo
@@ -98,8 +99,8 @@ class VideoSink:
         self._size_change = settings.size_change
         self._input_size = self._size
         check_output_path(info.path, dst, overwrite=overwrite)
-        muxer, muxer_default = muxer_for(dst)
-        self.codec = settings.codec or _default_codec(dst, muxer_default)
+        muxer, _ = muxer_for(dst)
+        self.codec = output_codec(dst, settings)
         encoder = _encoder(self.codec)
         self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
         options = _encoder_options(encoder, settings)
@@ -112,6 +113,8 @@ class VideoSink:
             self.abort()
             raise
         self._compose = self.pix_fmt == info.pix_fmt and planar(info.pix_fmt)
+        # Interlaced output: every frame carries the field order (restored frames come without flags).
+        self._fields = FieldMarker(source.field_order) if source.field_order != "progressive" else None
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
@@ -180,6 +183,7 @@ class VideoSink:
         cc.color_range = colour.range
         if src.sample_aspect_ratio:
             cc.sample_aspect_ratio = src.sample_aspect_ratio
+        code_fields(cc, encoder.name, src.field_order)
         if encoder.name == "libvpx-vp9":
             cc.bit_rate = 0  # with crf: constant quality
         cc.thread_count = 0
@@ -224,6 +228,8 @@ class VideoSink:
         if frame.pts is not None and self._last_pts is not None and frame.pts <= self._last_pts:
             raise ValueError(f"frames must be written in order: pts {frame.pts} after {self._last_pts}")
         out_frame = self._prepare(frame, rgb, mask)
+        if self._fields is not None:
+            out_frame = self._fields(out_frame)
         out_frame.pts, out_frame.time_base = self._output_pts(frame), self._time_base
         out_frame.pict_type = PictureType.NONE  # let the encoder choose frame types, not the source's
         self._guard(self._write, out_frame, frame.packets)
@@ -376,6 +382,11 @@ def fit_picture(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray
 
 
 # -- encoder choice --------------------------------------------------------------------------------
+
+
+def output_codec(dst: Path, settings: EncodeOptions) -> str:
+    """The video encoder an output gets: the one asked for, else the container's default."""
+    return settings.codec or _default_codec(dst, muxer_for(dst)[1])
 
 
 def _default_codec(dst: Path, muxer_default: str) -> str:

@@ -27,12 +27,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import av.filter
 import numpy as np
 from av.stream import Disposition
 
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.colour import Colour, Converter
+from vidrestore.io.fields import STREAM_FIELD_ORDER, top_field_first
 from vidrestore.io.paths import check_input_file, reason
 
 _AV_TIME_BASE = 1_000_000
@@ -425,52 +425,18 @@ class VideoSource:
         return c.duration / _AV_TIME_BASE if c.duration else None
 
 
-# AVFieldOrder, by the field displayed first: TT and BT show the top field first, BB and TB the bottom one.
-_STREAM_FIELD_ORDER = {1: "progressive", 2: "tff", 3: "bff", 4: "bff", 5: "tff"}
-
-
 def _field_order(v: av.VideoStream, first: av.VideoFrame) -> tuple[str, str]:
     """The field order, from the first frame's flags (what the decoder read in the picture's own header)
     and else the stream's (what the container or the parser said); with a word on what said so."""
-    stream = _STREAM_FIELD_ORDER.get(v.codec_context.field_order)
+    stream = STREAM_FIELD_ORDER.get(v.codec_context.field_order)
     if not first.interlaced_frame:
         if stream in ("tff", "bff"):
             return "progressive", f"the frames; the stream says {stream}, its frames say progressive"
         return "progressive", "the frames"
-    top = _top_field_first(first)
+    top = top_field_first(first)
     if top is None:  # a picture whose rows are all alike says nothing about its order
         return (stream, "the stream") if stream in ("tff", "bff") else ("tff", "assumed")
     return ("tff" if top else "bff"), "the frames"
-
-
-def _top_field_first(frame: av.VideoFrame) -> bool | None:
-    """Whether an interlaced frame is flagged top field first.
-
-    PyAV exposes no such flag, so FFmpeg's ``fieldorder=bff`` filter reads it: it moves a top-first frame's
-    picture down one row and passes any other through as it is. None when the first plane's rows are all
-    the same (no move to see).
-    """
-    try:
-        graph = av.filter.Graph()
-        buffer = graph.add_buffer(template=frame, time_base=Fraction(1, 1000))
-        swap = graph.add("fieldorder", "bff")
-        sink = graph.add("buffersink")
-        buffer.link_to(swap)
-        swap.link_to(sink)
-        graph.configure()
-        graph.vpush(frame)
-        after = _plane(graph.vpull())
-    except (av.FFmpegError, ValueError):  # a pixel format the filter does not take
-        return None
-    before = _plane(frame)
-    if np.array_equal(before[1:], before[:-1]):
-        return None
-    return not np.array_equal(before, after)
-
-
-def _plane(frame: av.VideoFrame) -> np.ndarray:
-    """The picture's brightness, row by row (the comparison needs nothing finer)."""
-    return frame.to_ndarray(format="gray")
 
 
 def _template(s: av.stream.Stream) -> StreamTemplate:
