@@ -226,19 +226,23 @@ def _run_threads(
         _put(decoded, _END, stop)
 
     def encode() -> None:
+        faces = False  # in the pictures of the frame being written (two per frame when kept interlaced)
         while (result := _get(restored, stop)) is not _END:
             t = time.perf_counter()
+            faces = faces or bool(result.faces)
             written = fields.written(result.tag, result.rgb, result.mask)
             for frame, rgb, mask in written:
                 sink.write(frame, rgb, mask)
             report.stages["encode"] += time.perf_counter() - t
             report.frames += len(written)
+            if written:
+                report.frames_with_faces += faces * len(written)
+                faces = False
             progress.update(len(result.faces), len(written))
 
     def forward(results: list) -> bool:
         for result in results:
             report.faces += len(result.faces)
-            report.frames_with_faces += bool(result.faces)
             if not _put(restored, result, stop):
                 return False
         return True
