@@ -209,7 +209,9 @@ def weave(
         _compose(restored, field, rows)
         for dst, src in zip(out.planes, restored.planes, strict=True):
             _rows(dst, out)[parity::2] = _rows(src, restored)
-    out.pts, out.time_base = frame.pts, frame.time_base
+    out.pts, out.duration = frame.pts, frame.duration
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
     return out
 
 
