@@ -99,6 +99,20 @@ def test_keep_writes_interlaced_bff(tmp_path, dvd, name, codec):
     assert any("kept interlaced, bff" in n for n in report.notices)
 
 
+def test_keep_writes_interlaced_tff(tmp_path):
+    spec = make_interlaced_clip(tmp_path / "in.mpg", order="tff", frames=4)
+    overlay(spec.path, tmp_path / "out.mkv", interlace="keep")
+    out = read_back(tmp_path / "out.mkv")
+    assert (out.field_order, out.interlaced, out.top_first, len(out.frames)) == (2, {True}, {True}, 4)
+
+
+def test_deinterlace_on_frames_flagged_progressive_does_as_asked(tmp_path):
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.2, audio=False)
+    report = overlay(spec.path, tmp_path / "out.mp4", interlace="deinterlace")
+    assert len(read_back(tmp_path / "out.mp4").frames) == spec.frames
+    assert any("flagged progressive" in n and "tff first" in n for n in report.notices)
+
+
 def test_keep_changes_only_the_faces_and_keeps_the_rest_bit_exact(tmp_path, dvd):
     """Lossless output: outside the two fields' face boxes (and the overlay's labels), every sample is the
     source's own."""

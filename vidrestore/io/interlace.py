@@ -64,7 +64,8 @@ class Interlacing:
                 self.notice = f"the source is progressive ({said}): nothing to keep interlaced"
             elif asked.startswith("deinterlace"):
                 # Flags can lie (captures flagged progressive): deinterlace as asked, in the stream's order.
-                self.order = _stream_order(description.field_order_from)
+                stream = description.stream_field_order
+                self.order = stream if stream in ("tff", "bff") else "tff"
                 self.notice = (
                     f"the frames are flagged progressive ({said}); deinterlacing them as asked, "
                     f"{self.order} first"
@@ -229,11 +230,6 @@ def _rows(plane: av.video.plane.VideoPlane, frame: av.VideoFrame) -> np.ndarray:
     dtype = np.dtype("<u2") if frame.format.components[0].bits > 8 else np.dtype(np.uint8)
     buf = np.frombuffer(plane, dtype)
     return buf.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width]
-
-
-def _stream_order(said: str) -> str:
-    """The order the stream states in ``field_order_from`` ("... the stream says bff ..."), else tff."""
-    return "bff" if "says bff" in said else "tff"
 
 
 def _notice(mode: str, said: str, d: SourceDescription, codec: str, auto: bool) -> str:

@@ -85,9 +85,11 @@ class SourceDescription:
     sample_aspect_ratio: Fraction | None
     display_matrix: tuple[int, ...] | None  # the 9 numbers of the rotation side data, as stored
     streams: tuple[StreamTemplate, ...]  # the other streams, in input order
-    # "progressive", "tff" or "bff" (in display order), and what said so, for the user's notice.
+    # "progressive", "tff" or "bff" (in display order), and what said so, for the user's notice; the
+    # stream's own word ("unknown" when it has none), which the frames' flags override.
     field_order: str = "progressive"
     field_order_from: str = ""
+    stream_field_order: str = "unknown"
 
 
 @dataclass
@@ -227,6 +229,7 @@ class VideoSource:
             streams=tuple(_template(s) for s in copies),
             field_order=order,
             field_order_from=order_from,
+            stream_field_order=STREAM_FIELD_ORDER.get(v.codec_context.field_order, "unknown"),
         )
 
     def __enter__(self) -> VideoSource:
