@@ -80,7 +80,10 @@ class Interlacing:
             self.notice = _notice(self.mode, said, description, codec, asked == "auto")
         self.description = self._describe(description)
         self._colour = description.colour
-        self._convert = Converter(description.colour, description.colour)
+        # One converter per thread: the pictures are made on the decode thread, woven on the encode thread,
+        # and a converter's swscale context must not run in two threads at once (it deadlocks).
+        self._to_rgb = Converter(description.colour, description.colour)
+        self._from_rgb = Converter(description.colour, description.colour)
         self._deep = description.info.bit_depth > 8
         self._first: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
@@ -162,7 +165,7 @@ class Interlacing:
         return SourceFrame(index, picture.pts, time, self._rgb(picture), picture, packets)
 
     def _rgb(self, picture: av.VideoFrame) -> np.ndarray:
-        return self._convert.to_rgb(picture, "rgb48le" if self._deep else "rgb24")
+        return self._to_rgb.to_rgb(picture, "rgb48le" if self._deep else "rgb24")
 
     # -- the sink's side ---------------------------------------------------------------------------
 
@@ -179,7 +182,7 @@ class Interlacing:
         source = tag.source
         if first[0] is None and rgb is None:
             return [(source, None, None)]
-        woven = weave(source.frame, self.order, first, (rgb, mask), self._convert)
+        woven = weave(source.frame, self.order, first, (rgb, mask), self._from_rgb)
         self._colour.tag(woven)
         return [(replace(source, frame=woven), None, None)]
 
