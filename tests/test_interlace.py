@@ -113,6 +113,15 @@ def test_deinterlace_on_frames_flagged_progressive_does_as_asked(tmp_path):
     assert any("flagged progressive" in n and "tff first" in n for n in report.notices)
 
 
+def test_keep_at_dvd_size(tmp_path):
+    """720x480, where swscale works in threads: the decode and encode threads each convert with their own."""
+    spec = make_interlaced_clip(tmp_path / "in.mpg", size=(720, 480), frames=3)
+    report = overlay(spec.path, tmp_path / "out.mpg", interlace="keep", codec="mpeg2video")
+    out = read_back(tmp_path / "out.mpg")
+    assert (out.field_order, out.sar, len(out.frames), out.top_first) == (3, Fraction(8, 9), 3, {False})
+    assert report.frames_with_faces == 3
+
+
 def test_keep_changes_only_the_faces_and_keeps_the_rest_bit_exact(tmp_path, dvd):
     """Lossless output: outside the two fields' face boxes (and the overlay's labels), every sample is the
     source's own."""
