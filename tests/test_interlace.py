@@ -114,7 +114,8 @@ def test_deinterlace_on_frames_flagged_progressive_does_as_asked(tmp_path):
 
 
 def test_keep_at_dvd_size(tmp_path):
-    """720x480, where swscale works in threads: the decode and encode threads each convert with their own."""
+    """DVD size, where swscale converts in slices on threads of its own (a converter shared by the decode and
+    encode threads deadlocked here, now and then)."""
     spec = make_interlaced_clip(tmp_path / "in.mpg", size=(720, 480), frames=3)
     report = overlay(spec.path, tmp_path / "out.mpg", interlace="keep", codec="mpeg2video")
     out = read_back(tmp_path / "out.mpg")
