@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import av
+import av.filter
 import cv2
 import numpy as np
 from av.subtitles.subtitle import SubtitleSet
@@ -284,3 +285,67 @@ def _write_subtitle(
     pkt.duration = round((end - start) / stream.time_base)
     pkt.stream = stream
     out.mux(pkt)
+
+
+def make_interlaced_clip(
+    path: Path, *, order: str = "bff", size: tuple[int, int] = (176, 120), frames: int = 8
+) -> ClipSpec:
+    """An interlaced MPEG-2 clip with AC-3 audio, as on a DVD: each frame weaves two moments 1/59.94 s
+    apart (the field displayed first, then the other), so a moving face is combed; flagged in ``order``
+    ("tff" or "bff") on the stream and on every frame, with a 4:3 picture's sample aspect ratio."""
+    fps = Fraction(30000, 1001)
+    width, height = size
+    boxes = face_path(width, height, 2 * frames)
+    first_rows = 0 if order == "tff" else 1
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg2video", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        cc = vs.codec_context
+        cc.time_base, cc.gop_size = 1 / fps, 6
+        cc.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+        cc.field_order = 2 if order == "tff" else 3
+        cc.sample_aspect_ratio = Fraction(4, 3) / Fraction(width, height)
+        _, cc.colorspace, cc.color_primaries, cc.color_trc = _MATRICES["bt601"]
+        cc.color_range = ColorRange.MPEG
+        aus = out.add_stream("ac3", rate=AUDIO_RATE)
+        aus.layout = "mono"
+        samples = round(frames / fps * AUDIO_RATE)
+        audio = _Tone(out, aus, samples)
+        mark = None
+        for i in range(frames):
+            rgb = render(width, height, boxes[2 * i])
+            rgb[1 - first_rows :: 2] = render(width, height, boxes[2 * i + 1])[1 - first_rows :: 2]
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG
+            )
+            frame.pts, frame.time_base = i, 1 / fps
+            if mark is None:  # the encoder takes each picture's field order from its flags
+                mark = av.filter.Graph()
+                src, setfield, sink = (
+                    mark.add_buffer(template=frame),
+                    mark.add("setfield", order),
+                    mark.add("buffersink"),
+                )
+                src.link_to(setfield)
+                setfield.link_to(sink)
+                mark.configure()
+            mark.vpush(frame)
+            out.mux(vs.encode(mark.vpull()))
+            audio.write_until(float((i + 1) / fps))
+        out.mux(vs.encode(None))
+        audio.finish()
+    return ClipSpec(
+        path=path,
+        codec="mpeg2video",
+        width=width,
+        height=height,
+        pix_fmt="yuv420p",
+        time_base=1 / fps,
+        pts=list(range(frames)),
+        fps=fps,
+        boxes=boxes[::2],
+        audio_codec="ac3",
+        audio_samples=samples,
+        audio_rate=AUDIO_RATE,
+        rotate=0,
+    )

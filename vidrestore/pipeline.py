@@ -29,6 +29,7 @@ from vidrestore import __version__
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
+from vidrestore.io.interlace import Interlacing
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import JobOptions, VideoOptions
 from vidrestore.stream import FaceStream
@@ -130,11 +131,11 @@ class _Progress:
             self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
         self.faces = 0
 
-    def update(self, faces: int) -> None:
+    def update(self, faces: int, frames: int = 1) -> None:
         if self.bar is not None:
             self.faces += faces
             self.bar.set_postfix(faces=self.faces, refresh=False)
-            self.bar.update(1)
+            self.bar.update(frames)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -172,7 +173,9 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
         if restorer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(restorer.device)
+        fields = Interlacing(source.description, options.encode, dst)
         total = expected_frames(source.info, job)
+        total = None if total is None else total * fields.rate_factor
         info = source.info
         temporal, plan = fit_to_memory(
             restorer, info.width, info.height, options.temporal, sample_bytes=2 if info.bit_depth > 8 else 1
@@ -180,10 +183,10 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         options = replace(options, temporal=temporal)
         report.memory_budget_mb = plan.budget // 2**20
         stream = FaceStream(restorer, temporal, overlay=job.debug_overlay)
-        with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
+        with VideoSink(dst, fields.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
-            _run_threads(source, sink, stream, options, report, total)
-            report.notices = [*plan.notices, *sink.notices]
+            _run_threads(source, sink, stream, fields, options, report, total)
+            report.notices = [n for n in (fields.notice, *plan.notices, *sink.notices) if n]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
     for stage, seconds in restorer.timings.items():
@@ -217,6 +220,7 @@ def _run_threads(
     source: VideoSource,
     sink: VideoSink,
     stream: FaceStream,
+    fields: Interlacing,
     options: VideoOptions,
     report: RunReport,
     total: int | None,
@@ -230,7 +234,7 @@ def _run_threads(
 
     def decode() -> None:
         t = time.perf_counter()
-        for frame in source.frames():
+        for frame in fields.pictures(source.frames()):
             report.stages["decode"] += time.perf_counter() - t
             if not _put(decoded, frame, stop):
                 return
@@ -238,17 +242,23 @@ def _run_threads(
         _put(decoded, _END, stop)
 
     def encode() -> None:
+        faces = False  # in the pictures of the frame being written (two per frame when kept interlaced)
         while (result := _get(restored, stop)) is not _END:
             t = time.perf_counter()
-            sink.write(result.tag, result.rgb, result.mask)
+            faces = faces or bool(result.faces)
+            written = fields.written(result.tag, result.rgb, result.mask)
+            for frame, rgb, mask in written:
+                sink.write(frame, rgb, mask)
             report.stages["encode"] += time.perf_counter() - t
-            progress.update(len(result.faces))
+            report.frames += len(written)
+            if written:
+                report.frames_with_faces += faces * len(written)
+                faces = False
+            progress.update(len(result.faces), len(written))
 
     def forward(results: list) -> bool:
         for result in results:
-            report.frames += 1
             report.faces += len(result.faces)
-            report.frames_with_faces += bool(result.faces)
             if not _put(restored, result, stop):
                 return False
         return True

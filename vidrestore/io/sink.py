@@ -18,6 +18,7 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   everywhere).
 - ``.webm``: libvpx-vp9, crf 31 in constant-quality mode, cpu-used 4, row-mt (the container allows only
   VP8/VP9/AV1).
+- ``.mpg``, ``.mpeg``: mpeg2video (FFmpeg's own default, MPEG-1, cannot code interlaced pictures).
 - ``.avi``: ffv1 (lossless). AVI counts frames instead of storing times: any codec gets the frame rate as
   its time base, no B-frames, and the file starts at its first frame; a variable frame rate is refused.
 - libx265: crf 20, preset medium; libsvtav1: crf 28, preset 8; ffv1 and prores_ks have no crf (prores_ks
@@ -60,6 +61,7 @@ from vidrestore.io.carry import (
     losses,
 )
 from vidrestore.io.colour import Converter, planar, subsampled
+from vidrestore.io.fields import FieldMarker, code_fields
 from vidrestore.io.paths import (
     check_output_path,
     is_pipe,
@@ -80,6 +82,8 @@ _DEFAULT_CODECS = {
     ".ts": "libx264",
     ".webm": "libvpx-vp9",
     ".avi": "ffv1",
+    ".mpg": "mpeg2video",  # FFmpeg's default for MPEG-PS is MPEG-1, which has no interlaced coding
+    ".mpeg": "mpeg2video",
 }
 _RATE_TIME_BASE = frozenset({"mpeg1video", "mpeg2video"})  # encoders that refuse any other time base
 # Encoders whose time base denominator must fit in 16 bits (MPEG-4 part 2 and its relatives).
@@ -145,11 +149,9 @@ class VideoSink:
         self._size_change = settings.size_change
         self._input_size = self._size
         check_output_path(info.path, dst, overwrite=overwrite, format=settings.format)
-        muxer, muxer_default = muxer_for(dst, settings.format)
+        muxer, _ = muxer_for(dst, settings.format)
         self._muxer = muxer
-        # An HDR source defaults to a 10-bit codec that carries its metadata.
-        hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
-        self.codec = settings.codec or hdr_codec or _default_codec(dst, muxer, muxer_default)
+        self.codec = output_codec(dst, settings, source)
         encoder = _encoder(self.codec)
         self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
         options = self._carry(encoder, _encoder_options(encoder, settings))
@@ -172,6 +174,8 @@ class VideoSink:
             raise
         self._compose = self.pix_fmt == info.pix_fmt and planar(info.pix_fmt)
         self._alpha = source.alpha and has_alpha(self.pix_fmt)
+        # Interlaced output: every frame carries the field order (restored frames come without flags).
+        self._fields = FieldMarker(source.field_order) if source.field_order != "progressive" else None
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
@@ -275,6 +279,7 @@ class VideoSink:
                     f"{src.sample_aspect_ratio.numerator}:{src.sample_aspect_ratio.denominator}: players "
                     "will show square pixels; libx264, or a .mov file, keeps it"
                 )
+        code_fields(cc, encoder.name, src.field_order)
         if encoder.name == "libvpx-vp9":
             cc.bit_rate = 0  # with crf: constant quality
         if encoder.name == "libx265" and muxer in ("mp4", "mov"):
@@ -323,6 +328,8 @@ class VideoSink:
         if self._frames == 0 and self._frame_counted:
             self._zero = frame.time
         out_frame = self._prepare(frame, rgb, mask)
+        if self._fields is not None:
+            out_frame = self._fields(out_frame)
         out_frame.pts, out_frame.time_base = self._output_pts(frame), self._time_base
         out_frame.pict_type = PictureType.NONE  # let the encoder choose frame types, not the source's
         self._guard(self._write, out_frame, frame.packets)
@@ -512,6 +519,14 @@ def _time_base(encoder: str, muxer: str, source: Fraction, rate: Fraction) -> Fr
     ):
         return 1 / rate
     return source
+
+
+def output_codec(dst: Path, settings: EncodeOptions, source: SourceDescription) -> str:
+    """The video encoder an output gets: the one asked for; else, for an HDR source, a 10-bit codec that
+    carries its metadata; else the container's default."""
+    muxer, muxer_default = muxer_for(dst, settings.format)
+    hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
+    return settings.codec or hdr_codec or _default_codec(dst, muxer, muxer_default)
 
 
 def _default_codec(dst: Path, muxer: str, muxer_default: str) -> str:

@@ -34,6 +34,7 @@ from av.stream import Disposition
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.carry import Hdr10, alpha_decoder, has_alpha, is_hdr, read_hdr10
 from vidrestore.io.colour import Colour, Converter
+from vidrestore.io.fields import STREAM_FIELD_ORDER, top_field_first
 from vidrestore.io.paths import check_input_file, is_pipe, reason
 
 _AV_TIME_BASE = 1_000_000
@@ -97,6 +98,11 @@ class SourceDescription:
     streams: tuple[StreamTemplate, ...]  # the other streams, in input order
     alpha: bool = False  # the decoded frames have an alpha plane
     hdr10: Hdr10 | None = None  # HDR10 static metadata, from the stream's or the first frame's side data
+    # "progressive", "tff" or "bff" (in display order), and what said so, for the user's notice; the
+    # stream's own word ("unknown" when it has none), which the frames' flags override.
+    field_order: str = "progressive"
+    field_order_from: str = ""
+    stream_field_order: str = "unknown"
 
     @property
     def hdr(self) -> bool:
@@ -241,6 +247,7 @@ class VideoSource:
         # Stream-level side data reaches the decoder, which also puts it on the frames (with the SEI's).
         side_data = dict(self._codec.decoded_side_data)
         side_data.update((key, bytes(first.side_data[key])) for key in first.side_data)
+        order, order_from = _field_order(v, first)
         return SourceDescription(
             info=info,
             colour=colour,
@@ -252,6 +259,9 @@ class VideoSource:
             streams=tuple(_template(s) for s in copies),
             alpha=has_alpha(fmt.name),
             hdr10=read_hdr10(side_data),
+            field_order=order,
+            field_order_from=order_from,
+            stream_field_order=STREAM_FIELD_ORDER.get(v.codec_context.field_order, "unknown"),
         )
 
     def __enter__(self) -> VideoSource:
@@ -448,6 +458,20 @@ class VideoSource:
             except ValueError:
                 pass
         return c.duration / _AV_TIME_BASE if c.duration else None
+
+
+def _field_order(v: av.VideoStream, first: av.VideoFrame) -> tuple[str, str]:
+    """The field order, from the first frame's flags (what the decoder read in the picture's own header)
+    and else the stream's (what the container or the parser said); with a word on what said so."""
+    stream = STREAM_FIELD_ORDER.get(v.codec_context.field_order)
+    if not first.interlaced_frame:
+        if stream in ("tff", "bff"):
+            return "progressive", f"the frames; the stream says {stream}, its frames say progressive"
+        return "progressive", "the frames"
+    top = top_field_first(first)
+    if top is None:  # a picture whose rows are all alike says nothing about its order
+        return (stream, "the stream") if stream in ("tff", "bff") else ("tff", "assumed")
+    return ("tff" if top else "bff"), "the frames"
 
 
 def _template(s: av.stream.Stream) -> StreamTemplate:

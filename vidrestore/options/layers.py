@@ -228,6 +228,15 @@ class EncodeOptions(Layer):
         "or cropped (default: fit)",
         vapoursynth=False,
     )
+    interlace: str = setting(
+        "auto",
+        Choice(lambda: ("auto", "keep", "deinterlace", "deinterlace-fields", "progressive")),
+        "interlaced sources: keep writes them interlaced in their field order, faces restored per field; "
+        "deinterlace (bwdif, frame rate) and deinterlace-fields (bwdif, field rate) write progressive; "
+        "progressive takes the woven frames as they are; auto keeps where the codec can code "
+        "interlaced, else deinterlace-fields (default: auto)",
+        vapoursynth=False,
+    )
     encoder_opts: dict[str, str] = setting(
         {},
         KeyValues(),
