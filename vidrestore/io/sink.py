@@ -60,6 +60,7 @@ from vidrestore.io.carry import (
     losses,
 )
 from vidrestore.io.colour import Converter, planar, subsampled
+from vidrestore.io.hardware import auto_encoder, is_nvenc, nvenc_options, nvenc_pix_fmt, require_encoder
 from vidrestore.io.paths import (
     check_output_path,
     is_pipe,
@@ -149,10 +150,17 @@ class VideoSink:
         self._muxer = muxer
         # An HDR source defaults to a 10-bit codec that carries its metadata.
         hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
-        self.codec = settings.codec or hdr_codec or _default_codec(dst, muxer, muxer_default)
+        cpu_codec = hdr_codec or _default_codec(dst, muxer, muxer_default)
+        self.codec = settings.codec or cpu_codec
+        if self.codec == "auto":
+            self.codec = self._auto_codec(cpu_codec, settings)
         encoder = _encoder(self.codec)
-        self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
+        nvenc = is_nvenc(self.codec)
+        pix_fmt = settings.pix_fmt or (nvenc_pix_fmt(info.pix_fmt) if nvenc else None)
+        self.pix_fmt = self._choose_pix_fmt(encoder, pix_fmt, info)
         options = self._carry(encoder, _encoder_options(encoder, settings))
+        if nvenc and settings.codec != "auto":
+            require_encoder(self.codec, info.width, info.height, self.pix_fmt, options)
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming) must
         # not push the video off its frame grid.
@@ -175,6 +183,23 @@ class VideoSink:
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
+
+    def _auto_codec(self, cpu_codec: str, settings: EncodeOptions) -> str:
+        """``codec="auto"``: NVENC where it writes what ``cpu_codec`` would, else ``cpu_codec``."""
+        src, info = self._source, self._source.info
+        plain = not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
+        codec, notice = auto_encoder(
+            cpu_codec,
+            width=info.width,
+            height=info.height,
+            pix_fmt=info.pix_fmt,
+            crf=settings.crf,
+            preset=settings.preset,
+            plain=plain,
+        )
+        if notice:
+            self.notices.append(notice)
+        return codec
 
     def _choose_pix_fmt(self, encoder: av.Codec, requested: str | None, info: VideoInfo) -> str:
         supported = [f.name for f in encoder.video_formats or ()]
@@ -535,6 +560,8 @@ def _encoder(name: str) -> av.Codec:
 
 def _encoder_options(encoder: av.Codec, settings: EncodeOptions) -> dict[str, str]:
     """crf, preset and the free-form options, checked against what the encoder knows."""
+    if is_nvenc(encoder.name):
+        return nvenc_options(encoder.name, settings.crf, settings.preset, settings.encoder_opts)
     ctx = av.CodecContext.create(encoder.name, "w")
     known = {o.name for o in ctx.supported_options.generic} | {o.name for o in ctx.supported_options.private}
     options: dict[str, str] = {}
