@@ -121,8 +121,8 @@ def nvenc_pix_fmt(source: str) -> str | None:
     such format (the sink then picks the closest one it supports)."""
     if source in _AS_IS:
         return source
-    fmt = av.VideoFormat(source)
-    chroma = [c for c in fmt.components if c.is_chroma]
+    fmt = av.VideoFormat(source, 64, 64)  # a size, so that the components report their subsampling
+    chroma = [c for c in fmt.components if not (c.is_luma or c.is_alpha)]  # is_chroma is 0 at 4:4:4
     if fmt.is_rgb or len(chroma) != 2 or fmt.components[0].bits <= 8:
         return None
     layout = (chroma[0].width, chroma[0].height)
