@@ -2,7 +2,8 @@
 
 Video: :class:`VideoSource` decodes (``source.py``), :class:`VideoSink` encodes from the source's
 :class:`SourceDescription` (``sink.py``), the other streams are routed by ``routes.py``, colour conversion is
-``colour.py``, path checks are ``paths.py``, and the alpha plane and HDR10 metadata are ``carry.py``.
+``colour.py``, path checks are ``paths.py``, the alpha plane and HDR10 metadata are ``carry.py``, and
+NVDEC/NVENC (probed, chosen, their settings mapped) are ``hardware.py``.
 """
 
 from vidrestore.io.paths import check_output_path

@@ -28,6 +28,8 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
   used (BT.601 for SD, BT.709 for HD) and limited range.
 - Other extensions: the muxer's own default codec (libx264 where that is H.264).
+- ``codec="auto"``: that default, or its NVENC counterpart where a GPU's encoder opens and writes the same
+  stream; an NVENC encoder gets our crf and preset mapped onto its constant quality (see :mod:`.hardware`).
 - An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
   mastering display and content light level in the encoder's parameters (see :mod:`.carry`); libx265 in
   MP4/MOV is tagged ``hvc1``.
