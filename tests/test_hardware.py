@@ -3,6 +3,7 @@ refusal or CPU fallback where no GPU is present. The CUDA-only tests at the end 
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -151,7 +152,7 @@ def test_auto_takes_nvenc_only_where_it_opens_and_writes_the_same_stream(monkeyp
     for kw, why in [
         (dict(pix_fmt="yuv420p10le"), "cannot take yuv420p10le as it is"),
         (dict(width=161), "odd side"),
-        (dict(plain=False), "settings only the CPU encoder has"),
+        (dict(plain=False), "only the CPU encoder is known to keep"),
         (dict(crf=60), "crf 0 .. 51"),
     ]:
         codec, notice = _auto(**kw)
@@ -226,6 +227,25 @@ def test_auto_with_a_gpu_that_cannot_open_falls_back_with_notices(tmp_path, tiny
     assert report.notices[1].startswith("codec auto: encoding with libx264 on the CPU, not h264_nvenc")
 
 
+def test_sink_auto_hands_nvenc_our_settings_and_keeps_non_square_pixels_on_the_cpu(
+    tmp_path, clip, fake_gpu, monkeypatch
+):
+    """With the probe passing, auto builds h264_nvenc with the mapped settings (which then cannot start on
+    this machine: one line, no file); a non-square pixel aspect keeps libx264, with a notice."""
+    monkeypatch.setattr(hardware, "probe_encoder", lambda *a: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    expected = r"h264_nvenc could not start with 160x120 yuv420p and rc=vbr, cq=18, b=0, preset=p4, tune=hq"
+    with VideoSource(clip) as src, pytest.raises(VidrestoreError, match=expected):
+        VideoSink(out / "out.mp4", src.description, EncodeOptions(codec="auto"))
+    assert list(out.iterdir()) == []
+    spec = make_clip(tmp_path / "sar.mkv", sar=Fraction(4, 3), seconds=0.1, audio=False)
+    with VideoSource(spec.path) as src:
+        sink = VideoSink(out / "sar.mkv", src.description, EncodeOptions(codec="auto"))
+        sink.abort()
+    assert sink.codec == "libx264" and "non-square pixels" in sink.notices[0]
+
+
 def test_sink_picks_nvencs_format_and_options_for_10_bit(tmp_path, monkeypatch):
     """An explicit NVENC encoder on 10-bit input: p010le and constant-quality VBR reach the encoder (which
     then cannot open here, after the choice is made)."""
@@ -254,7 +274,10 @@ def test_sink_picks_nvencs_format_and_options_for_10_bit(tmp_path, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("pix_fmt,codec", [("yuv420p", "libx264"), ("yuv420p10le", "libx265")])
 def test_nvdec_frames_equal_the_cpu_decoders(tmp_path, pix_fmt, codec):
-    spec = make_clip(tmp_path / "in.mkv", pix_fmt=pix_fmt, codec=codec, seconds=0.5, audio=False)
+    # NVDEC's HEVC minimum is 144x144: a smaller clip would fall back to the CPU decoder unseen
+    spec = make_clip(
+        tmp_path / "in.mkv", pix_fmt=pix_fmt, codec=codec, size=(320, 240), seconds=0.5, audio=False
+    )
     with VideoSource(spec.path) as cpu, VideoSource(spec.path, hwaccel="cuda") as gpu:
         assert gpu._hw_format == pix_fmt and gpu.notices == []
         pairs = list(zip(cpu.frames(), gpu.frames(), strict=True))

@@ -11,8 +11,9 @@ have NVDEC but no NVENC). So nothing here trusts a list: availability is decided
   decoder would have produced.
 - Encoding: ``codec="auto"`` is the container's CPU default unless CUDA is present, that default has an
   NVENC counterpart (libx264 → h264_nvenc, libx265 → hevc_nvenc, libsvtav1 → av1_nvenc), the output would
-  be the same stream (pixel format taken as it is, so untouched samples stay bit-exact; no alpha, no HDR10
-  metadata, no encoder options written for the CPU encoder) and the encoder opens at the output's size.
+  be the same stream (pixel format taken as it is, so untouched samples stay bit-exact; no alpha, no HDR,
+  square pixels, no encoder options written for the CPU encoder) and the encoder opens at the output's
+  size.
   Naming an NVENC encoder where it cannot open is one clear error.
 
 Our quality settings map onto NVENC's constant-quality mode: ``crf`` becomes ``cq`` at the same value with
@@ -162,13 +163,17 @@ def auto_encoder(
 ) -> tuple[str, str | None]:
     """The encoder for ``codec="auto"`` and a notice, or None: NVENC's counterpart of ``cpu`` where it
     would write the same stream and opens, else ``cpu``. ``plain``: no alpha, HDR10 metadata, explicit
-    pixel format or encoder options (each tied to the CPU encoder)."""
+    pixel format or encoder options (each tied to the CPU encoder), square pixels (NVENC's aspect ratio in
+    the bitstream is unchecked)."""
     nvenc = NVENC.get(cpu)
     if nvenc is None or not cuda_available():
         return cpu, None
     why = None
     if not plain:
-        why = "the output needs settings only the CPU encoder has (alpha, HDR10, pix_fmt or encoder options)"
+        why = (
+            "the output needs what only the CPU encoder is known to keep (alpha, HDR, non-square pixels, "
+            "pix_fmt or encoder options)"
+        )
     elif pix_fmt not in _AS_IS:
         why = f"{nvenc} cannot take {pix_fmt} as it is"
     elif width % 2 or height % 2:

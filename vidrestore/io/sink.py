@@ -189,7 +189,8 @@ class VideoSink:
     def _auto_codec(self, cpu_codec: str, settings: EncodeOptions) -> str:
         """``codec="auto"``: NVENC where it writes what ``cpu_codec`` would, else ``cpu_codec``."""
         src, info = self._source, self._source.info
-        plain = not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
+        square = src.sample_aspect_ratio in (None, 1)
+        plain = square and not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
         codec, notice = auto_encoder(
             cpu_codec,
             width=info.width,
