@@ -166,7 +166,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
     check_output_path(src, dst, overwrite=job.overwrite, format=options.encode.format)
     report = RunReport(input=str(src), output=str(dst), versions=versions())
     report.settings = {k: v for k, v in options.settings().items() if k != "report"}
-    with VideoSource(src, start=job.start, end=job.end, max_frames=job.frames) as source:
+    with VideoSource(src, start=job.start, end=job.end, max_frames=job.frames, hwaccel=job.hwaccel) as source:
         if restorer is None:
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
@@ -186,7 +186,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         with VideoSink(dst, fields.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
             _run_threads(source, sink, stream, fields, options, report, total)
-            report.notices = [n for n in (fields.notice, *plan.notices, *sink.notices) if n]
+            report.notices = [n for n in (fields.notice, *source.notices, *plan.notices, *sink.notices) if n]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
     for stage, seconds in restorer.timings.items():

@@ -29,6 +29,8 @@ Encoder defaults (when :class:`EncodeOptions` leaves them unset):
   subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
   used (BT.601 for SD, BT.709 for HD) and limited range.
 - Other extensions: the muxer's own default codec (libx264 where that is H.264).
+- ``codec="auto"``: that default, or its NVENC counterpart where a GPU's encoder opens and writes the same
+  stream; an NVENC encoder gets our crf and preset mapped onto its constant quality (see :mod:`.hardware`).
 - An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
   mastering display and content light level in the encoder's parameters (see :mod:`.carry`); libx265 in
   MP4/MOV is tagged ``hvc1``.
@@ -62,6 +64,7 @@ from vidrestore.io.carry import (
 )
 from vidrestore.io.colour import Converter, planar, subsampled
 from vidrestore.io.fields import FieldMarker, code_fields
+from vidrestore.io.hardware import auto_encoder, is_nvenc, nvenc_options, nvenc_pix_fmt, require_encoder
 from vidrestore.io.paths import (
     check_output_path,
     is_pipe,
@@ -151,10 +154,15 @@ class VideoSink:
         check_output_path(info.path, dst, overwrite=overwrite, format=settings.format)
         muxer, _ = muxer_for(dst, settings.format)
         self._muxer = muxer
-        self.codec = output_codec(dst, settings, source)
+        cpu_codec = output_codec(dst, settings, source)
+        self.codec = self._auto_codec(cpu_codec, settings) if settings.codec == "auto" else cpu_codec
         encoder = _encoder(self.codec)
-        self.pix_fmt = self._choose_pix_fmt(encoder, settings.pix_fmt, info)
+        nvenc = is_nvenc(self.codec)
+        pix_fmt = settings.pix_fmt or (nvenc_pix_fmt(info.pix_fmt) if nvenc else None)
+        self.pix_fmt = self._choose_pix_fmt(encoder, pix_fmt, info)
         options = self._carry(encoder, _encoder_options(encoder, settings))
+        if nvenc and settings.codec != "auto":
+            require_encoder(self.codec, info.width, info.height, self.pix_fmt, options)
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming) must
         # not push the video off its frame grid.
@@ -179,6 +187,24 @@ class VideoSink:
         self._convert = Converter(source.colour, self._colour)
 
     # -- setup -------------------------------------------------------------------------------------
+
+    def _auto_codec(self, cpu_codec: str, settings: EncodeOptions) -> str:
+        """``codec="auto"``: NVENC where it writes what ``cpu_codec`` would, else ``cpu_codec``."""
+        src, info = self._source, self._source.info
+        square = src.sample_aspect_ratio in (None, 1)
+        plain = square and not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
+        codec, notice = auto_encoder(
+            cpu_codec,
+            width=info.width,
+            height=info.height,
+            pix_fmt=info.pix_fmt,
+            crf=settings.crf,
+            preset=settings.preset,
+            plain=plain,
+        )
+        if notice:
+            self.notices.append(notice)
+        return codec
 
     def _choose_pix_fmt(self, encoder: av.Codec, requested: str | None, info: VideoInfo) -> str:
         supported = [f.name for f in encoder.video_formats or ()]
@@ -523,10 +549,13 @@ def _time_base(encoder: str, muxer: str, source: Fraction, rate: Fraction) -> Fr
 
 def output_codec(dst: Path, settings: EncodeOptions, source: SourceDescription) -> str:
     """The video encoder an output gets: the one asked for; else, for an HDR source, a 10-bit codec that
-    carries its metadata; else the container's default."""
+    carries its metadata; else the container's default. For ``auto`` this is the CPU choice, which the sink
+    swaps for its NVENC twin where that opens and writes the same stream."""
+    if settings.codec not in (None, "auto"):
+        return settings.codec
     muxer, muxer_default = muxer_for(dst, settings.format)
     hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
-    return settings.codec or hdr_codec or _default_codec(dst, muxer, muxer_default)
+    return hdr_codec or _default_codec(dst, muxer, muxer_default)
 
 
 def _default_codec(dst: Path, muxer: str, muxer_default: str) -> str:
@@ -550,6 +579,8 @@ def _encoder(name: str) -> av.Codec:
 
 def _encoder_options(encoder: av.Codec, settings: EncodeOptions) -> dict[str, str]:
     """crf, preset and the free-form options, checked against what the encoder knows."""
+    if is_nvenc(encoder.name):
+        return nvenc_options(encoder.name, settings.crf, settings.preset, settings.encoder_opts)
     ctx = av.CodecContext.create(encoder.name, "w")
     known = {o.name for o in ctx.supported_options.generic} | {o.name for o in ctx.supported_options.private}
     options: dict[str, str] = {}

@@ -35,6 +35,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.io.carry import Hdr10, alpha_decoder, has_alpha, is_hdr, read_hdr10
 from vidrestore.io.colour import Colour, Converter
 from vidrestore.io.fields import STREAM_FIELD_ORDER, top_field_first
+from vidrestore.io.hardware import decoder_failed, decoder_hwaccel, software_format
 from vidrestore.io.paths import check_input_file, is_pipe, reason
 
 _AV_TIME_BASE = 1_000_000
@@ -140,6 +141,7 @@ class VideoSource:
         start: float | None = None,
         end: float | None = None,
         max_frames: int | None = None,
+        hwaccel: str = "none",
     ) -> None:
         path = Path(path)
         if start is not None and start < 0:
@@ -150,8 +152,16 @@ class VideoSource:
             raise VidrestoreError(f"max_frames must be at least 1, not {max_frames}")
         check_input_file(path)
         pipe = is_pipe(path)
+        self.notices: list[str] = []
+        accel, failure = decoder_hwaccel(hwaccel, pipe=pipe), None
+        if accel is not None:
+            try:
+                self._container = av.open(sys.stdin.buffer if pipe else str(path), hwaccel=accel)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                accel, failure = None, reason(exc)  # a file FFmpeg cannot read at all fails below, as ever
         try:
-            self._container = av.open(sys.stdin.buffer if pipe else str(path))
+            if accel is None:
+                self._container = av.open(sys.stdin.buffer if pipe else str(path))
         except (av.FFmpegError, OSError, ValueError) as exc:
             if pipe:
                 raise VidrestoreError(
@@ -160,6 +170,13 @@ class VideoSource:
                     "Matroska, MPEG-TS and NUT always work"
                 ) from None
             raise VidrestoreError(f"{path}: not a video file FFmpeg can read ({reason(exc)})") from None
+        self._nvdec = accel is not None
+        if failure is not None:
+            try:
+                self.notices.append(decoder_failed(hwaccel, failure))
+            except VidrestoreError:
+                self._container.close()
+                raise
         self.warnings: list[str] = []
         self._start, self._end, self._max_frames = start, end, max_frames
         self._consumed = False
@@ -182,6 +199,11 @@ class VideoSource:
         v.thread_type = "AUTO"
         v.codec_context.thread_count = 0
         self._codec = alpha_decoder(v) or v.codec_context
+        self._hw_format = None  # set when NVDEC decodes: its frames are converted to the CPU decoder's format
+        if self._codec.is_hwaccel:
+            self._hw_format = software_format(str(path), v.index)
+        elif self._nvdec:
+            self.notices.append(f"hwaccel: NVDEC cannot decode {v.codec_context.name}; decoding on the CPU")
         copies = [s for s in c.streams if s.index != v.index]
         self._tb = Fraction(v.time_base)
         origin = c.start_time / _AV_TIME_BASE if c.start_time is not None else 0.0
@@ -304,6 +326,8 @@ class VideoSource:
             return
         for frame in frames:
             self._decoded_count += 1
+            if self._hw_format is not None and frame.format.name != self._hw_format:
+                frame = frame.reformat(format=self._hw_format)  # exact: nv12/p010 hold the same samples
             yield frame
 
     def _take(self, packet: av.Packet) -> None:

@@ -48,6 +48,12 @@ def _detectors() -> tuple[str, ...]:
     return DETECTORS
 
 
+def _hwaccels() -> tuple[str, ...]:
+    from vidrestore.io.hardware import HWACCELS
+
+    return HWACCELS
+
+
 @dataclass(frozen=True)
 class EngineOptions(Layer):
     """The engine: which network, where it runs, how faces are found and pasted back."""
@@ -194,14 +200,16 @@ class EncodeOptions(Layer):
     codec: str | None = setting(
         None,
         Text(),
-        "video encoder: libx264, libx265, libsvtav1, ffv1, prores_ks, ... (default: from the output's "
-        "container, e.g. libx264 for .mp4)",
+        "video encoder: libx264, libx265, libsvtav1, ffv1, prores_ks, h264_nvenc, hevc_nvenc, av1_nvenc, "
+        "...; auto: the container's default, on the GPU (NVENC) where one opens and writes the same stream "
+        "(default: from the output's container, e.g. libx264 for .mp4)",
         vapoursynth=False,
     )
     crf: int | None = setting(
         None,
         Number(low=0, high=63, integer=True, optional=True),
-        "constant rate factor for x264/x265/svtav1 (default: 18 for x264)",
+        "constant rate factor for x264/x265/svtav1, NVENC's constant quality (cq) for *_nvenc "
+        "(default: 18 for x264)",
         vapoursynth=False,
     )
     preset: str | None = setting(
@@ -263,6 +271,13 @@ class JobOptions(Layer):
         vapoursynth=False,
         aliases=("max_frames",),
         metavar="N",
+    )
+    hwaccel: str = setting(
+        "none",
+        Choice(_hwaccels),
+        "decode the input on the GPU: cuda (NVDEC; an error where it cannot), auto (NVDEC where it opens, "
+        "else the CPU), none (default: none)",
+        vapoursynth=False,
     )
     overwrite: bool = setting(False, Flag(), "replace OUT if it exists (never the input)", vapoursynth=False)
     debug_overlay: bool = setting(
