@@ -182,3 +182,22 @@ def test_centerface_on_cuda_matches_opencv(detector, astronaut):
     got = _detect_faces(cuda, torch.from_numpy(np.stack(frames[:2])).cuda())
     got += _detect_faces(cuda, torch.from_numpy(frames[2][None]).cuda())
     _assert_same_faces(got, want)
+
+
+def test_default_detect_size_is_the_memory_planners_starting_point():
+    """1920 by default: 4K is detected on a half-size copy, 1080p at full size; the planner keeps a size
+    that fits and lowers one that does not; None (the API's full size) still reaches it as None."""
+    from vidrestore.engine import FaceRestorer
+    from vidrestore.memory import fit_to_memory
+    from vidrestore.options import EngineOptions, TemporalOptions
+
+    assert EngineOptions().detect_size == 1920
+    engine = FaceRestorer(EngineOptions(detector="centerface", max_memory=64 * 2**30), load_model=False)
+    _, plan = fit_to_memory(engine, 3840, 2160, TemporalOptions())
+    assert engine.detect_size == plan.detect_size == 1920 and not plan.notices
+    tight = FaceRestorer(EngineOptions(detector="centerface", max_memory=4 * 2**30), load_model=False)
+    _, plan = fit_to_memory(tight, 7680, 4320, TemporalOptions())
+    assert 640 <= tight.detect_size < 1920 and any("long side" in n for n in plan.notices)
+    full = FaceRestorer(EngineOptions(detector="centerface", detect_size=None), load_model=False)
+    fit_to_memory(full, 1920, 1080, TemporalOptions())
+    assert full.detect_size is None
