@@ -125,7 +125,8 @@ class CenterFaceDetector:
         else:
             x = frames.to(self.device).permute(0, 3, 1, 2).float()
             outputs = self.net(F.pad(x, (0, pw - w, 0, ph - h)))
-            heat, scale, offset, lms = (t.cpu().numpy() for t in outputs)
+            maps = torch.cat(outputs, dim=1).cpu().numpy()  # one download (and one sync) for the batch
+            heat, scale, offset, lms = np.split(maps, np.cumsum([t.shape[1] for t in outputs])[:-1], axis=1)
         return [self._decode(heat[i, 0], scale[i], offset[i], lms[i], w, h) for i in range(len(frames))]
 
     def _decode(
