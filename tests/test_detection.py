@@ -145,6 +145,8 @@ def test_the_engine_device_chooses_the_backend():
 
     det = create_detector("centerface", torch.device("cpu"))
     assert det.backend == "opencv"  # cv2.dnn is 3-4x faster than PyTorch's convolutions on the CPU
+    other = create_detector("centerface", torch.device("meta"))  # any other device: the network goes there
+    assert other.backend == "torch" and {b.device.type for b in other.net.buffers()} == {"meta"}
     with pytest.raises(ValueError, match="backend"):
         CenterFaceDetector(backend="onnxruntime")
 
