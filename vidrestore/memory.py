@@ -1,13 +1,15 @@
 """The memory budget: how many frames the engine holds and how much picture the detector sees at once.
 
 Memory grows with the frame's area, and most of it is the detector's: its activations take about 300 bytes
-per pixel of the picture it sees (measured on the CPU: CenterFace 230-245, RetinaFace R50 230-275), so a
+per pixel of the picture it sees (measured on the CPU: CenterFace 230-245, RetinaFace R50 230-275; the
+PyTorch CenterFace that runs on GPUs peaks at 192 in live activations, its input included), so a
 batch of eight 4K frames asked for about 18 GB. :func:`fit_to_memory` sizes three things to a budget,
 once the frame size is known and the network is loaded:
 
 1. the frame batch (frames restored together, and held by the stream and the pipeline's queues);
 2. how many of those frames the detector takes at once (its results do not depend on it);
-3. the detection size, only when a single full-size frame does not fit (then with a notice).
+3. the detection size, lowered from ``--detect-size`` (1920 by default) only when the detector cannot take
+   one frame at that size (then with a notice).
 
 The budget is ``--max-memory``, else half the machine's RAM (less when less is available: a shared
 machine) on the CPU and two fifths of the GPU's memory left free once the model is loaded (the face batches
