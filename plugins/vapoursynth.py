@@ -190,7 +190,10 @@ class _SegmentFilter:
         self.length = clip.num_frames
         self.dtype = _FORMATS[clip.format.id]
         self._lock = threading.Lock()  # one segment is restored at a time, whichever thread asks
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidrestore-engine")
+        # The engine thread's current CUDA device is the engine's (a new thread starts on GPU 0).
+        self._engine = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="vidrestore-engine", initializer=_bind, initargs=(restorer,)
+        )
         self._segments: OrderedDict[int, list[_Result]] = OrderedDict()
         self._detections: OrderedDict[tuple[Hashable, ...], list[Faces]] = OrderedDict()
         # Enough detection batches for two segments' context: the next segment reuses the overlap.
@@ -269,6 +272,12 @@ class _SegmentFilter:
             while len(self._detections) > self._max_detections:
                 self._detections.popitem(last=False)
         return self._detections[key]
+
+
+def _bind(restorer: FaceRestorer) -> None:
+    """Make the engine's GPU the current CUDA device of the calling (engine) thread."""
+    if restorer.device.type == "cuda":
+        torch.cuda.set_device(restorer.device)
 
 
 def _renumber(results: list[_Result]) -> list[_Result]:

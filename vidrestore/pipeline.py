@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vidrestore import __version__
-from vidrestore.engine import FaceRestorer
+from vidrestore.engine import FaceRestorer, on_device
 from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
 from vidrestore.memory import fit_to_memory
@@ -82,7 +82,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def versions() -> dict[str, str]:
+def versions(device: torch.device | None = None) -> dict[str, str]:
+    """Library versions, and the name and compute capability of ``device``'s GPU (the current one if None)."""
     import av
 
     out = {
@@ -94,8 +95,12 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "opencv": cv2.__version__,
     }
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name()
+    if device is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device is not None and device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        out |= {"gpu": torch.cuda.get_device_name(device), "gpu_capability": f"{major}.{minor}"}
+        out["cuda"] = torch.version.cuda or ""
     return out
 
 
@@ -169,6 +174,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         if restorer is None:
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
+        report.versions = versions(restorer.device)
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
         if restorer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(restorer.device)
@@ -182,7 +188,8 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         stream = FaceStream(restorer, temporal, overlay=job.debug_overlay)
         with VideoSink(dst, source.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
-            _run_threads(source, sink, stream, options, report, total)
+            with on_device(restorer.device):  # this thread runs the engine
+                _run_threads(source, sink, stream, options, report, total)
             report.notices = [*plan.notices, *sink.notices]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
