@@ -39,7 +39,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.detection import Faces
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import TABLE, EngineOptions, FilterOptions, OptionError, TemporalOptions, build
-from vidrestore.stream import FaceStream, StreamResult
+from vidrestore.stream import FaceStream, StreamResult, held_sample_bytes
 
 __all__ = ["restore"]
 
@@ -94,7 +94,12 @@ def restore(clip: vs.VideoNode, **options: Any) -> vs.VideoNode:
     # since the segments are built on it (VapourSynth's own cache holds the frames).
     deep = clip.format.bits_per_sample > 8
     _, plan = fit_to_memory(
-        restorer, clip.width, clip.height, temporal, sample_bytes=2 if deep else 1, keep_batch=True
+        restorer,
+        clip.width,
+        clip.height,
+        temporal,
+        sample_bytes=held_sample_bytes(deep, restorer.device),
+        keep_batch=True,
     )
     for notice in plan.notices:
         vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"vidrestore: {notice}")

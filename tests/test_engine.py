@@ -233,3 +233,22 @@ def test_tf32_policy_follows_the_dtype():
             )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_engine_on_the_last_gpu_from_a_new_thread(tiny_checkpoint):
+    """A fresh thread starts on GPU 0: the engine's guard runs the fused kernels on its own GPU, in fp32 with
+    TF32 off, and they agree with the CPU reference."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    last = f"cuda:{torch.cuda.device_count() - 1}"
+    options = {"weights": tiny_checkpoint, "detector": "centerface", "dtype": "fp32"}
+    gpu = FaceRestorer(EngineOptions(**options, device=last, kernels="triton"), progress=False)
+    assert gpu.device == torch.device(last) and gpu.dtype == torch.float32
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    cpu = FaceRestorer(EngineOptions(**options, device="cpu", kernels="torch"), progress=False)
+    crops = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with ThreadPoolExecutor(1) as pool:
+        out = pool.submit(gpu.restore_faces, crops.to(gpu.device)).result()
+    torch.testing.assert_close(out.cpu(), cpu.restore_faces(crops), atol=1e-4, rtol=0)

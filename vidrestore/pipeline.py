@@ -31,7 +31,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import JobOptions, VideoOptions
-from vidrestore.stream import FaceStream
+from vidrestore.stream import FaceStream, held_sample_bytes
 
 _END = object()  # end-of-stream marker on the queues
 
@@ -181,7 +181,11 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         total = expected_frames(source.info, job)
         info = source.info
         temporal, plan = fit_to_memory(
-            restorer, info.width, info.height, options.temporal, sample_bytes=2 if info.bit_depth > 8 else 1
+            restorer,
+            info.width,
+            info.height,
+            options.temporal,
+            sample_bytes=held_sample_bytes(info.bit_depth > 8, restorer.device),
         )
         options = replace(options, temporal=temporal)
         report.memory_budget_mb = plan.budget // 2**20

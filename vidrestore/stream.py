@@ -210,6 +210,12 @@ def _wide_samples(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def held_sample_bytes(deep: bool, device: torch.device) -> int:
+    """Bytes a stream holds per sample of 8-bit or deeper (``deep``) frames on ``device``, for the memory
+    budget: uint16 is held as int32 where :func:`_wide_samples`."""
+    return (4 if _wide_samples(device) else 2) if deep else 1
+
+
 def _to_device(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) samples on ``device`` in the caller's type, but uint16 as int32 where :func:`_wide_samples`.
 
