@@ -264,7 +264,19 @@ def _run_threads(
                 return False
         return True
 
-    workers = [_Worker("vidrestore-decode", decode, stop), _Worker("vidrestore-encode", encode, stop)]
+    def on_engine_device(target: Callable[[], None]) -> Callable[[], None]:
+        """A new thread's current CUDA device is GPU 0: every thread of the run works on the engine's."""
+
+        def guarded() -> None:
+            with on_device(stream.engine.device):
+                target()
+
+        return guarded
+
+    workers = [
+        _Worker("vidrestore-decode", on_engine_device(decode), stop),
+        _Worker("vidrestore-encode", on_engine_device(encode), stop),
+    ]
     for w in workers:
         w.start()
     try:
