@@ -222,17 +222,12 @@ def test_the_filters_engine_thread_runs_on_the_engines_gpu(monkeypatch):
 
 
 def test_tf32_policy_follows_the_dtype():
-    """fp32 means IEEE fp32 in every CUDA matmul and conv; TF32 is allowed beside a 16-bit model."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
-        for dtype, allowed in ((torch.bfloat16, True), (torch.float32, False), (torch.float16, True)):
-            set_tf32(dtype)
-            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (
-                allowed,
-                allowed,
-            )
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    """fp32 means IEEE fp32 in every CUDA matmul and conv; TF32 is allowed beside a 16-bit model. (The
+    conftest fixture puts the flags back.)"""
+    for dtype, allowed in ((torch.bfloat16, True), (torch.float32, False), (torch.float16, True)):
+        set_tf32(dtype)
+        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        assert flags == (allowed, allowed)
 
 
 @pytest.mark.gpu

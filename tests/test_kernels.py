@@ -17,14 +17,12 @@ import os
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
 import torch
 
 from vidrestore import kernels
-from vidrestore.engine import set_tf32
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv, ToRGB
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -33,15 +31,6 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 SAME_DTYPE_TOLERANCE = {torch.float32: 1e-6, torch.bfloat16: 2**-8, torch.float16: 2**-11}
 DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in TOLERANCE]
 SQRT2 = math.sqrt(2)
-
-
-@pytest.fixture(autouse=True)
-def _no_tf32() -> Iterator[None]:
-    """The product's TF32 policy for fp32 (IEEE fp32 convs on a GPU, as the kernel computes), then undone."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    set_tf32(torch.float32)
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def _generator(request: pytest.FixtureRequest) -> torch.Generator:
