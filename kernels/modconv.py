@@ -172,6 +172,37 @@ def modulated_conv2d(
     return result if out is None else out.copy_(result)
 
 
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of everything but the GEMM's operands: fp32, or float64 for a float64 reference."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _operands(
+    weight: torch.Tensor, style: torch.Tensor, demodulate: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The GEMM's weight (in ``dtype``), the style (accumulator dtype) and the demodulation (B, C_out).
+
+    One function for both impls, so that they normalise and round alike. In fp16 a demodulated layer's weight
+    rows are divided by their inf-norm and sqrt(fan_in), and each style row by its inf-norm (NVIDIA
+    stylegan2-ada), so that neither ``x * style`` nor the reference's un-demodulated fp16 conv can overflow.
+    The demodulation ``rsqrt(sum_i (sum_k w[o, i, k]^2) * s[b, i]^2 + eps)`` is computed from the rounded
+    weight the GEMM reads, so it cancels those scales exactly.
+    """
+    acc = _accumulator(dtype)
+    weight, style = weight.to(acc), style.to(acc)
+    if demodulate and dtype == torch.float16:
+        tiny = torch.finfo(acc).tiny  # an all-zero row stays zero instead of becoming NaN
+        row_max = weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(tiny)
+        weight = weight / (math.sqrt(weight[0].numel()) * row_max)
+        style = style / style.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+    weight = weight.to(dtype)
+    demod = None
+    if demodulate:
+        weight_sq = weight.to(acc).square().sum(dim=(2, 3))  # (C_out, C_in)
+        demod = torch.rsqrt(style.square() @ weight_sq.T + _EPS)  # (B, C_out): no per-sample weight
+    return weight, style, demod
+
+
 def _modconv_ref(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -181,48 +212,45 @@ def _modconv_ref(
     padding: int,
     epilogue: Epilogue,
 ) -> torch.Tensor:
-    """The reference: plain PyTorch ops in x's dtype on any device, also what the tests run in float64.
+    """The reference: plain PyTorch ops on any device, also what the tests run in float64.
 
     ``conv(x, w * s) * d == conv(x * s, w) * d``, so the style scales the input channels and ONE conv with
-    the shared weight serves the whole batch. The demodulation ``d[b, o] = rsqrt(sum_i (sum_k w[o, i, k]^2)
-    * s[b, i]^2 + eps)`` is a small matmul, in fp32. In fp16 the weight and styles are first divided by
-    their inf-norms (NVIDIA stylegan2-ada) so that the un-demodulated conv cannot overflow; demodulation
-    cancels those per-row scales. The upsample commutes with the per-channel style scale, which is therefore
-    applied at the lower resolution.
+    the shared weight serves the whole batch. It rounds where the kernel rounds: the (upsampled) input times
+    the style is computed in fp32 and rounded once to x's dtype, the conv's operands are :func:`_operands`',
+    and everything after the conv runs in fp32 with one rounding at the end. The one difference left is
+    PyTorch's conv, which rounds its fp32 sums to x's dtype before the demodulation (the kernel keeps them).
     """
     gain, noise, noise_weight, bias, negative_slope, sft, skip, skip_upsample = epilogue
-    batch = x.shape[0]
-    if demodulate and x.dtype == torch.float16:
-        fan_in = weight[0].numel()
-        weight = weight * (1 / math.sqrt(fan_in) / weight.abs().amax(dim=(1, 2, 3), keepdim=True))
-        style = style / style.abs().amax(dim=1, keepdim=True)
-    out = x * style.to(x.dtype).view(batch, -1, 1, 1)
+    batch, dtype = x.shape[0], x.dtype
+    acc = _accumulator(dtype)
+    weight, style, demod = _operands(weight, style, demodulate, dtype)
+    out = x.to(acc)
     if upsample:
         out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
-    out = F.conv2d(out, weight, padding=padding)
-    if demodulate:
-        weight_sq = weight.float().square().sum(dim=(2, 3))  # (C_out, C_in)
-        demod = torch.rsqrt(style.float().square() @ weight_sq.T + _EPS)  # (B, C_out)
-        out = out * demod.to(out.dtype).view(batch, -1, 1, 1)
+    out = (out * style.view(batch, -1, 1, 1)).to(dtype)
+    out = F.conv2d(out, weight, padding=padding).to(acc)
+    if demod is not None:
+        out = out * demod.view(batch, -1, 1, 1)
 
     if gain != 1:
         out = out * gain
     if noise is not None:
-        out = out + noise_weight * noise
+        out = out + noise_weight.to(acc) * noise.to(acc)
     if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
+        out = out + bias.to(acc).view(1, -1, 1, 1)
     if negative_slope is not None:
         out = F.leaky_relu(out, negative_slope)
     if sft is not None:  # with sft_half the first channels pass unchanged (realism), else all are modulated
-        scale, shift = sft
+        scale, shift = (t.to(acc) for t in sft)
         start = out.shape[1] - scale.shape[1]
         modulated = torch.addcmul(shift, out[:, start:], scale)
         out = modulated if start == 0 else torch.cat([out[:, :start], modulated], dim=1)
     if skip is not None:
+        skip = skip.to(acc)
         if skip_upsample:
             skip = F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)
         out = out + skip
-    return out
+    return out.to(dtype)
 
 
 def _flat_hw(t: torch.Tensor) -> torch.Tensor:
@@ -258,15 +286,8 @@ def _modconv_triton(
     if x.stride(1) != 1:  # channels-last: the GEMM's K axis contiguous (free for the 4 px constant input)
         x = x.contiguous(memory_format=torch.channels_last)
 
-    style = style.float()
-    if demodulate and x.dtype == torch.float16:
-        # NVIDIA's guard: keep x*style inside fp16's range; demodulation cancels the per-sample factor.
-        style = style / style.abs().amax(dim=1, keepdim=True)
-    demod = None
-    if demodulate:
-        weight_sq = weight.float().square().sum(dim=(2, 3))  # (C_out, C_in)
-        demod = torch.rsqrt(style.square() @ weight_sq.T + _EPS)  # (B, C_out): no per-sample weight
-    packed = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(ks * ks, c_in, c_out).contiguous()  # (tap, K, N)
+    weight, style, demod = _operands(weight, style, demodulate, x.dtype)  # as the reference's
+    packed = weight.permute(2, 3, 1, 0).reshape(ks * ks, c_in, c_out).contiguous()  # (tap, K, N)
 
     if out is None:
         layout = torch.channels_last if channels_last else torch.contiguous_format

@@ -39,7 +39,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.detection import Faces
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import TABLE, EngineOptions, FilterOptions, OptionError, TemporalOptions, build
-from vidrestore.stream import FaceStream, StreamResult
+from vidrestore.stream import FaceStream, StreamResult, held_sample_bytes
 
 __all__ = ["restore"]
 
@@ -94,7 +94,12 @@ def restore(clip: vs.VideoNode, **options: Any) -> vs.VideoNode:
     # since the segments are built on it (VapourSynth's own cache holds the frames).
     deep = clip.format.bits_per_sample > 8
     _, plan = fit_to_memory(
-        restorer, clip.width, clip.height, temporal, sample_bytes=2 if deep else 1, keep_batch=True
+        restorer,
+        clip.width,
+        clip.height,
+        temporal,
+        sample_bytes=held_sample_bytes(deep, restorer.device),
+        keep_batch=True,
     )
     for notice in plan.notices:
         vs.core.log_message(vs.MESSAGE_TYPE_WARNING, f"vidrestore: {notice}")
@@ -190,7 +195,10 @@ class _SegmentFilter:
         self.length = clip.num_frames
         self.dtype = _FORMATS[clip.format.id]
         self._lock = threading.Lock()  # one segment is restored at a time, whichever thread asks
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidrestore-engine")
+        # The engine thread's current CUDA device is the engine's (a new thread starts on GPU 0).
+        self._engine = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="vidrestore-engine", initializer=_bind, initargs=(restorer,)
+        )
         self._segments: OrderedDict[int, list[_Result]] = OrderedDict()
         self._detections: OrderedDict[tuple[Hashable, ...], list[Faces]] = OrderedDict()
         # Enough detection batches for two segments' context: the next segment reuses the overlap.
@@ -269,6 +277,12 @@ class _SegmentFilter:
             while len(self._detections) > self._max_detections:
                 self._detections.popitem(last=False)
         return self._detections[key]
+
+
+def _bind(restorer: FaceRestorer) -> None:
+    """Make the engine's GPU the current CUDA device of the calling (engine) thread."""
+    if restorer.device.type == "cuda":
+        torch.cuda.set_device(restorer.device)
 
 
 def _renumber(results: list[_Result]) -> list[_Result]:

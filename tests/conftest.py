@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from skimage import data
 
+from vidrestore.engine import set_tf32
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
+
+
+@pytest.fixture(autouse=True)
+def _tf32_policy() -> Iterator[None]:
+    """Every test starts under the product's fp32 TF32 policy (IEEE fp32 matmuls and convs on a GPU), and
+    what an engine of another dtype switched during a test is undone after it."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(torch.float32)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 @pytest.fixture(scope="session")

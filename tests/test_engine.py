@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from vidrestore import weights
-from vidrestore.engine import FaceRestorer
+from vidrestore.engine import FaceRestorer, on_device, resolve_device, resolve_dtype, set_tf32
 from vidrestore.errors import VidrestoreError
 from vidrestore.models import model_names
 from vidrestore.options import EngineOptions, ImageOptions
@@ -137,3 +138,112 @@ def test_the_kernel_choice_travels_in_the_engine_options(tiny_checkpoint):
     )
     for name in ("TRITON_INTERPRET", "VIDRESTORE_TRITON"):  # (torch's own caches may set TORCHINDUCTOR_*)
         assert os.environ.get(name) == before.get(name)
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """torch.cuda as it looks with GPUs of the given compute capabilities (GPU 0 current); returns the list
+    of device indices whose capability was asked."""
+
+    def install(*capabilities: tuple[int, int]) -> list[int]:
+        asked: list[int] = []
+
+        def capability(device: torch.device | int | None = None) -> tuple[int, int]:
+            index = device if isinstance(device, int) else getattr(device, "index", None)
+            asked.append(index)
+            return capabilities[0 if index is None else index]
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU {device.index}")
+        return asked
+
+    return install
+
+
+def test_auto_dtype_is_bf16_only_where_the_requested_gpu_has_it(fake_gpus):
+    """sm_80+ native bf16; V100 (7.0) and T4 (7.5) get fp16, whatever torch.cuda.is_bf16_supported says."""
+    asked = fake_gpus((7, 0), (8, 6), (7, 5), (9, 0))
+    gpus = [torch.device("cuda", i) for i in range(4)]
+    assert [resolve_dtype("auto", d) for d in gpus] == [
+        torch.float16,
+        torch.bfloat16,
+        torch.float16,
+        torch.bfloat16,
+    ]
+    assert asked == [0, 1, 2, 3]  # each GPU's own capability, not the current device's
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert [resolve_dtype(n, gpus[3]) for n in ("fp32", "fp16", "bf16")] == [
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    ]
+    assert resolve_dtype("fp16", gpus[0]) == torch.float16
+    with pytest.raises(
+        VidrestoreError, match=r"bf16 needs a GPU of compute capability 8\.0 .* cuda:2 is 7\.5"
+    ):
+        resolve_dtype("bf16", gpus[2])
+
+
+def test_a_cuda_device_is_always_named_by_its_index(fake_gpus):
+    """'cuda' and 'auto' become the current GPU's index, so every guard and query names one GPU."""
+    fake_gpus((8, 0), (8, 0))
+    assert [resolve_device(n) for n in ("auto", "cuda", "cuda:1")] == [
+        torch.device("cuda", 0),
+        torch.device("cuda", 0),
+        torch.device("cuda", 1),
+    ]
+    with pytest.raises(VidrestoreError, match="'cuda:2' does not exist: 2 CUDA GPU"):
+        resolve_device("cuda:2")
+    guard = on_device(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(on_device(torch.device("cpu")), torch.cuda.device)
+
+
+def test_versions_name_the_requested_gpu(fake_gpus):
+    from vidrestore.pipeline import versions
+
+    fake_gpus((7, 5), (9, 0))
+    assert versions(torch.device("cuda", 1))["gpu"] == "GPU 1"
+    assert versions(torch.device("cuda", 1))["gpu_capability"] == "9.0"
+    assert versions()["gpu"] == "GPU 0"  # no device given: the current one
+    assert "gpu" not in versions(torch.device("cpu"))
+
+
+def test_the_filters_engine_thread_runs_on_the_engines_gpu(monkeypatch):
+    vapoursynth = pytest.importorskip("vidrestore.plugins.vapoursynth")
+    bound: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    vapoursynth._bind(SimpleNamespace(device=torch.device("cuda", 1)))
+    vapoursynth._bind(SimpleNamespace(device=torch.device("cpu")))
+    assert bound == [torch.device("cuda", 1)]
+
+
+def test_tf32_policy_follows_the_dtype():
+    """fp32 means IEEE fp32 in every CUDA matmul and conv; TF32 is allowed beside a 16-bit model. (The
+    conftest fixture puts the flags back.)"""
+    for dtype, allowed in ((torch.bfloat16, True), (torch.float32, False), (torch.float16, True)):
+        set_tf32(dtype)
+        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        assert flags == (allowed, allowed)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_engine_on_the_last_gpu_from_a_new_thread(tiny_checkpoint):
+    """A fresh thread starts on GPU 0: the engine's guard runs the fused kernels on its own GPU, in fp32 with
+    TF32 off, and they agree with the CPU reference."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    last = f"cuda:{torch.cuda.device_count() - 1}"
+    options = {"weights": tiny_checkpoint, "detector": "centerface", "dtype": "fp32"}
+    gpu = FaceRestorer(EngineOptions(**options, device=last, kernels="triton"), progress=False)
+    assert gpu.device == torch.device(last) and gpu.dtype == torch.float32
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    cpu = FaceRestorer(EngineOptions(**options, device="cpu", kernels="torch"), progress=False)
+    crops = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with ThreadPoolExecutor(1) as pool:
+        out = pool.submit(gpu.restore_faces, crops.to(gpu.device)).result()
+    torch.testing.assert_close(out.cpu(), cpu.restore_faces(crops), atol=1e-4, rtol=0)

@@ -511,3 +511,22 @@ def test_mpeg2_refuses_variable_frame_rate_in_one_line(tmp_path, tiny_checkpoint
     err = _one_line(capsys)
     assert "needs a constant frame rate" in err and "variable frame rate" in err
     assert not list(tmp_path.glob("*out*"))
+
+
+def test_every_thread_of_a_run_works_under_the_engines_device(tmp_path, tiny_checkpoint, monkeypatch):
+    """The engine, decode and encode threads each run under the engine device's guard (a no-op on the CPU;
+    on a GPU a new thread would otherwise work on GPU 0)."""
+    entered: list[tuple[str, str]] = []
+    real = pipeline.on_device
+
+    def recording(device):
+        entered.append((threading.current_thread().name, str(device)))
+        return real(device)
+
+    monkeypatch.setattr(pipeline, "on_device", recording)
+    spec = make_clip(tmp_path / "in.mp4", seconds=0.25, audio=False)
+    report = restore(tiny_checkpoint, spec.path, tmp_path / "out.mp4", device="cpu")
+    assert report.device == "cpu"
+    assert sorted(entered) == sorted(
+        [(threading.current_thread().name, "cpu"), ("vidrestore-decode", "cpu"), ("vidrestore-encode", "cpu")]
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from clips import face_path, make_clip, render
 
 import vidrestore
@@ -137,3 +138,39 @@ def test_a_cut_given_by_the_caller_ends_every_track(engine):
             stream.push(f, i, cut=None if cut is None else i == cut)
         stream.flush()
         assert [(t.first_frame, t.last_frame) for t in stream.tracks()] == tracks
+
+
+def test_sixteen_bit_frames_held_as_int32_on_cuda_come_back_exact(engine, monkeypatch):
+    """The CUDA path (forced here on the CPU) holds uint16 samples as int32: same results, all 16 bits."""
+    from vidrestore import stream as stream_module
+
+    clip = [f.astype(np.uint16) * 257 + np.uint16(i) for i, f in enumerate(frames(2))]
+    clip[1][0, :4] = [[0, 1, 32767], [32768, 65534, 65535], [40000, 7, 65535], [1, 2, 3]]
+    plain = run(FaceStream(engine, TemporalOptions(frame_batch=2)), clip)
+    assert stream_module.held_sample_bytes(True, engine.device) == 2
+    monkeypatch.setattr(stream_module, "_wide_samples", lambda device: True)
+    assert [stream_module.held_sample_bytes(deep, engine.device) for deep in (False, True)] == [1, 4]
+    held = stream_module._to_device(clip[1], engine.device)
+    assert held.dtype == torch.int32 and np.array_equal(held.numpy(), clip[1].astype(np.int32))
+    assert np.array_equal(stream_module._from_device(held, np.dtype(np.uint16)), clip[1])
+    wide = run(FaceStream(engine, TemporalOptions(frame_batch=2)), clip)
+    assert [r.tag for r in wide] == [r.tag for r in plain]
+    assert any(r.rgb is not None for r in wide)
+    for a, b in zip(plain, wide, strict=True):
+        assert (a.rgb is None) == (b.rgb is None)
+        if a.rgb is not None:
+            assert b.rgb.dtype == np.uint16 and np.array_equal(a.rgb, b.rgb)
+            assert np.array_equal(a.mask, b.mask)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sixteen_bit_frames_on_cuda():
+    """On a real GPU: uint16 frames are held as int32, stack, index and come back exact."""
+    from vidrestore import stream as stream_module
+
+    rgb = np.random.default_rng(0).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    held = stream_module._to_device(rgb, torch.device("cuda"))
+    assert held.dtype == torch.int32 and held.is_cuda
+    both = torch.stack([held, held])[torch.tensor([1], device=held.device)][0]
+    assert np.array_equal(stream_module._from_device(both, np.dtype(np.uint16)), rgb)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import NamedTuple
+from contextlib import AbstractContextManager, nullcontext
+from typing import Final, NamedTuple
 
 import numpy as np
 import torch
@@ -30,9 +31,13 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when torch sees a GPU; an explicit CUDA request without one is a clear error."""
+    """'auto' picks CUDA when torch sees a GPU; an explicit CUDA request without one is a clear error.
+
+    A CUDA device always comes back with its index ('cuda' is the current GPU), so that every guard and
+    device query below names the GPU that was asked for.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -46,9 +51,21 @@ def resolve_device(name: str) -> torch.device:
             raise VidrestoreError(
                 f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found"
             )
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
         raise VidrestoreError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def on_device(device: torch.device) -> AbstractContextManager:
+    """Make ``device`` the current CUDA device for a block (nothing on the CPU).
+
+    Triton launches, CUDA graphs, streams and argument-less ``torch.cuda`` queries all use the *current*
+    device, which is per thread and starts at GPU 0: every thread that works for an engine on ``cuda:N``
+    runs inside this guard.
+    """
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def auto_batch_size(device: torch.device, dtype: torch.dtype, face_size: int) -> int:
@@ -64,13 +81,40 @@ def auto_batch_size(device: torch.device, dtype: torch.dtype, face_size: int) ->
     return int(max(1, min(64, free * 0.5 // per_face)))
 
 
+# bf16 tensor-core arithmetic (and Triton's bf16 tl.dot) exists from Ampere, compute capability 8.0, on;
+# torch.cuda.is_bf16_supported() also says yes to the emulation on older GPUs.
+NATIVE_BF16: Final = (8, 0)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' is bf16 on GPUs that have it (fp16 otherwise) and fp32 on the CPU."""
-    if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    """'auto' is bf16 on GPUs with native bf16 (sm_80+), fp16 on older ones, fp32 on the CPU.
+
+    The capability asked is the requested device's, not the current one's; bf16 asked for on a GPU without
+    it is refused rather than emulated (the fused kernel's bf16 GEMM is not built for those GPUs).
+    """
+    if device.type != "cuda":
+        return DTYPES["fp32"] if name == "auto" else DTYPES[name]
+    capability = torch.cuda.get_device_capability(device)
+    if name == "auto":
+        return torch.bfloat16 if capability >= NATIVE_BF16 else torch.float16
+    if name == "bf16" and capability < NATIVE_BF16:
+        raise VidrestoreError(
+            f"dtype bf16 needs a GPU of compute capability 8.0 or newer; {device} is "
+            f"{capability[0]}.{capability[1]}: use fp16 or auto"
+        )
+    return DTYPES[name]
+
+
+def set_tf32(dtype: torch.dtype) -> None:
+    """The TF32 policy, shared by the engine and the tests: TF32 only when the model is not in fp32.
+
+    In fp32 the fused kernel computes IEEE fp32 products, and PyTorch's CUDA matmuls and convs (the
+    reference path, warps, masks) must too, so that fp32 means fp32 on any GPU; in fp16/bf16 the model's
+    GEMMs do not use TF32 and the fp32 side work may. These switches are process-wide.
+    """
+    allow = dtype != torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
 
 
 class Restored(NamedTuple):
@@ -93,6 +137,8 @@ class FaceRestorer:
         self.spec = get_model(options.model)
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
+        if self.device.type == "cuda":
+            set_tf32(self.dtype)
         self.timings: dict[str, float] = defaultdict(float)
         # How many frames the detector takes at once (None: a whole batch) and the long side of the picture
         # it sees (None: full size); vidrestore.memory sets both to fit the memory budget.
@@ -186,14 +232,16 @@ class FaceRestorer:
         while i < len(crops):
             x = crops[i : i + self.batch_size].to(self.dtype) * (in_hi - in_lo) + in_lo
             try:
-                y = self.model(x, **self.controls)
+                with on_device(self.device):  # Triton launches on the current GPU, whatever the thread
+                    y = self.model(x, **self.controls)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise VidrestoreError(
                         f"the GPU ran out of memory restoring a single {self.face_size}px face"
                     ) from None
                 del x
-                torch.cuda.empty_cache()
+                with on_device(self.device):
+                    torch.cuda.empty_cache()
                 self.batch_size = max(1, self.batch_size // 2)
                 continue
             y = y.to(crops.dtype).clamp(out_lo, out_hi)

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from vidrestore import __version__
-from vidrestore.engine import FaceRestorer
+from vidrestore.engine import FaceRestorer, on_device
 from vidrestore.errors import VidrestoreError
 from vidrestore.io import VideoInfo, VideoSink, VideoSource, check_output_path
 from vidrestore.io.interlace import Interlacing
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import JobOptions, VideoOptions
-from vidrestore.stream import FaceStream
+from vidrestore.stream import FaceStream, held_sample_bytes
 
 _END = object()  # end-of-stream marker on the queues
 
@@ -83,7 +83,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def versions() -> dict[str, str]:
+def versions(device: torch.device | None = None) -> dict[str, str]:
+    """Library versions, and the name and compute capability of ``device``'s GPU (the current one if None)."""
     import av
 
     out = {
@@ -95,8 +96,12 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "opencv": cv2.__version__,
     }
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name()
+    if device is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device is not None and device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        out |= {"gpu": torch.cuda.get_device_name(device), "gpu_capability": f"{major}.{minor}"}
+        out["cuda"] = torch.version.cuda or ""
     return out
 
 
@@ -170,6 +175,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         if restorer is None:
             restorer = FaceRestorer(options.engine, progress=job.progress, load_model=not job.debug_overlay)
         report.device, report.dtype = str(restorer.device), str(restorer.dtype).removeprefix("torch.")
+        report.versions = versions(restorer.device)
         engine_before = dict(restorer.timings)  # a reused engine has earlier runs' seconds in it
         if restorer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(restorer.device)
@@ -178,14 +184,19 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         total = None if total is None else total * fields.rate_factor
         info = source.info
         temporal, plan = fit_to_memory(
-            restorer, info.width, info.height, options.temporal, sample_bytes=2 if info.bit_depth > 8 else 1
+            restorer,
+            info.width,
+            info.height,
+            options.temporal,
+            sample_bytes=held_sample_bytes(info.bit_depth > 8, restorer.device),
         )
         options = replace(options, temporal=temporal)
         report.memory_budget_mb = plan.budget // 2**20
         stream = FaceStream(restorer, temporal, overlay=job.debug_overlay)
         with VideoSink(dst, fields.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
-            _run_threads(source, sink, stream, fields, options, report, total)
+            with on_device(restorer.device):  # this thread runs the engine
+                _run_threads(source, sink, stream, fields, options, report, total)
             report.notices = [n for n in (fields.notice, *source.notices, *plan.notices, *sink.notices) if n]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
@@ -263,7 +274,19 @@ def _run_threads(
                 return False
         return True
 
-    workers = [_Worker("vidrestore-decode", decode, stop), _Worker("vidrestore-encode", encode, stop)]
+    def on_engine_device(target: Callable[[], None]) -> Callable[[], None]:
+        """A new thread's current CUDA device is GPU 0: every thread of the run works on the engine's."""
+
+        def guarded() -> None:
+            with on_device(stream.engine.device):
+                target()
+
+        return guarded
+
+    workers = [
+        _Worker("vidrestore-decode", on_engine_device(decode), stop),
+        _Worker("vidrestore-encode", on_engine_device(encode), stop),
+    ]
     for w in workers:
         w.start()
     try:

@@ -62,7 +62,8 @@ class StreamResult:
 class _Frame:
     tag: Any
     rgb: np.ndarray | None  # the caller's array, until the scene-cut detector has seen it
-    pixels: torch.Tensor  # (3, H, W) on the engine's device, the input's sample type
+    pixels: torch.Tensor  # (3, H, W) on the engine's device: the input's sample type (see _to_device)
+    sample: np.dtype  # the caller's sample type, which results come back in
     top: float | None  # the integer code value of 1.0; None: float samples in [0, 1]
     restore: bool
     cut: bool | None  # the caller's shot boundary, or None: detected
@@ -140,9 +141,9 @@ class FaceStream:
         if top is None and rgb.dtype.kind != "f":
             raise ValueError(f"frames must be uint8, uint16 or float, not {rgb.dtype}")
         t0 = time.perf_counter()
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.engine.device, non_blocking=True)
+        pixels = _to_device(rgb, self.engine.device)
         self.engine.timings["upload"] += time.perf_counter() - t0
-        return _Frame(tag, rgb, pixels.permute(2, 0, 1), top, restore, cut)
+        return _Frame(tag, rgb, pixels.permute(2, 0, 1), rgb.dtype, top, restore, cut)
 
     def _detect_batch(self) -> list[StreamResult]:
         """Cut detection, the schedule and the detector over the buffered batch; then track each frame."""
@@ -182,7 +183,7 @@ class FaceStream:
         results = [StreamResult(frame.tag, tracked) for frame, tracked in chunk]
         if self.overlay:
             for result, (frame, tracked) in zip(results, chunk, strict=True):
-                result.rgb = draw_overlay(frame.pixels.permute(1, 2, 0).cpu().numpy(), tracked)
+                result.rgb = draw_overlay(_from_device(frame.pixels.permute(1, 2, 0), frame.sample), tracked)
             return results
         with_faces = [i for i, (_, tracked) in enumerate(chunk) if tracked]
         if self.engine.model is None or not with_faces:
@@ -195,13 +196,45 @@ class FaceStream:
         out = restored.frames[idx].clamp_(0, 1)
         if first.top is not None:
             out = (out * first.top).round_()
-        out = out.to(first.pixels.dtype)
-        out_np = out.permute(0, 2, 3, 1).cpu().numpy()
+        out_np = _from_device(out.to(first.pixels.dtype).permute(0, 2, 3, 1), first.sample)
         masks = restored.changed[idx].cpu().numpy()
         self.engine.timings["download"] += time.perf_counter() - t0
         for j, i in enumerate(with_faces):
             results[i].rgb, results[i].mask = out_np[j], masks[j]
         return results
+
+
+def _wide_samples(device: torch.device) -> bool:
+    """Whether uint16 samples are held as int32 on ``device``: CUDA's uint16 support is partial (stack,
+    indexing and casts are missing for it in many torch builds); the CPU has them all."""
+    return device.type == "cuda"
+
+
+def held_sample_bytes(deep: bool, device: torch.device) -> int:
+    """Bytes a stream holds per sample of 8-bit or deeper (``deep``) frames on ``device``, for the memory
+    budget: uint16 is held as int32 where :func:`_wide_samples`."""
+    return (4 if _wide_samples(device) else 2) if deep else 1
+
+
+def _to_device(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) samples on ``device`` in the caller's type, but uint16 as int32 where :func:`_wide_samples`.
+
+    The 16 bits travel as int16 (the same bytes, a type every device has) and are widened there and masked
+    back to 0..65535: exact, at the upload's size.
+    """
+    array = np.ascontiguousarray(rgb)
+    if array.dtype == np.uint16 and _wide_samples(device):
+        bits = torch.from_numpy(array.view(np.int16)).to(device, non_blocking=True)
+        return bits.to(torch.int32).bitwise_and_(0xFFFF)
+    return torch.from_numpy(array).to(device, non_blocking=True)
+
+
+def _from_device(pixels: torch.Tensor, sample: np.dtype) -> np.ndarray:
+    """Integer samples held as ``pixels`` back on the host as ``sample`` (int32-held uint16 as int16 bits)."""
+    if sample == np.uint16 and pixels.dtype != torch.uint16:
+        pixels = torch.where(pixels >= 32768, pixels - 65536, pixels).to(torch.int16)
+        return pixels.cpu().numpy().view(np.uint16)
+    return pixels.cpu().numpy()
 
 
 def _unit(frame: _Frame) -> torch.Tensor:

@@ -79,7 +79,8 @@ class EngineOptions(Layer):
     dtype: str = setting(
         "auto",
         Choice(_dtypes),
-        "model precision; auto is bf16/fp16 on a GPU and fp32 on the CPU (default: auto)",
+        "model precision; auto is bf16 on GPUs of compute capability 8.0+, fp16 on older GPUs, fp32 on "
+        "the CPU; fp32 on a GPU is IEEE fp32 throughout, TF32 off (default: auto)",
     )
     max_memory: int | None = setting(
         None,
