@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TextIO
 
 from vidrestore import weights
 from vidrestore.models import ModelSpec
@@ -29,19 +28,18 @@ def marker_path(spec: ModelSpec) -> Path:
     return weights.cache_dir() / "licences" / f"{spec.name}.shown"
 
 
-def notify_first_use(spec: ModelSpec, stream: TextIO | None = None) -> str | None:
-    """Print ``spec``'s licence notice if this machine has not shown it yet; return the line if printed.
+def notify_first_use(spec: ModelSpec) -> None:
+    """Print ``spec``'s licence notice on stderr if this machine has not shown it yet.
 
     A marker that cannot be written (a read-only home) only means the line is shown again next time.
     """
     line = licence_notice(spec)
     marker = marker_path(spec)
     if line is None or marker.exists():
-        return None
-    print(f"vidrestore: note: {line}", file=stream or sys.stderr)
+        return
+    print(f"vidrestore: note: {line}", file=sys.stderr)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(line + "\n")
     except OSError:
         pass
-    return line
