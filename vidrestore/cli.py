@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(vid, EngineOptions, "model, device and faces")
     add_arguments(vid, TemporalOptions, "temporal stability")
 
-    sub.add_parser("models", help="list the restoration networks: weight file, size, licence, use")
+    sub.add_parser("models", help="list the restoration networks: weight file, size, speed, licence, use")
 
     ev = sub.add_parser("eval", help="measurements: 'eval temporal' (alignment stability vs ground truth)")
     ev.add_argument("what", choices=["temporal"], help="temporal: tracking and smoothing against known paths")
@@ -155,14 +155,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from vidrestore import weights
     from vidrestore.models import MODELS
+    from vidrestore.models.speeds import read_speeds
 
+    speeds = read_speeds()
     for spec in MODELS.values():
         file = weights.get_spec(spec.weights)
         size = f"{file.size / 1e6:.0f} MB" if file.size else "size unknown"
         aliases = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
         print(f"{spec.name}{aliases}: {spec.summary}")
         faces = f"{spec.face_size}" + (f" -> {spec.face_size * spec.scale}" if spec.scale > 1 else "")
-        print(f"    {file.filename}, {size}, {faces} px faces, licence {spec.licence}")
+        use = ", non-commercial use only" if spec.non_commercial else ""
+        speed = speeds.describe(spec.name)
+        print(f"    {file.filename}, {size}, {faces} px faces, {speed}, licence {spec.licence}{use}")
+    measured = f"measured {speeds.measured}" if speeds.measured else "not measured yet"
+    print(f"CPU s/face: one face at a time, fp32, full network only; {measured}")
     return 0
 
 

@@ -25,6 +25,7 @@ from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
+from vidrestore.models.licence import notify_first_use
 from vidrestore.options import EngineOptions
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -162,6 +163,7 @@ class FaceRestorer:
                 **({"extra": extra} if extra else {}),
             )
             self.face_size = self.model.face_size
+            notify_first_use(self.spec)
             if isinstance(self.model, torch.nn.Module):
                 set_kernel_impl(self.model, options.kernels)
         # Faces are warped, masked and pasted at the network's output size; a super-resolution network's

@@ -12,6 +12,7 @@ Adding a network is one architecture module under ``vidrestore/models/``, one en
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class ModelSpec:
     # their paths to ``load`` as ``extra=``, in this order.
     extra_weights: tuple[str, ...] = ()
     colourises: bool = False  # gives colour faces for grey ones: a grey still is then written in colour
+    # A licence that forbids commercial use: said once per machine when the model is first loaded
+    # (models/licence.py) and marked in ``vidrestore models``.
+    non_commercial: bool = False
 
     def __post_init__(self) -> None:
         if self.scale < 1 or self.scale & (self.scale - 1):
@@ -72,22 +76,15 @@ class ModelSpec:
         return self.template * (size / self.face_size)
 
 
-def _load_pfsr(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.pfsr import load_pfsr
+def _lazy(module: str, function: str) -> Loader:
+    """The loader ``module.function``, imported on first use: the registry is read by every front end (and
+    ``vidrestore models``), which must not pay for importing every architecture."""
 
-    return load_pfsr(path, **kwargs)
+    def load(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
+        return getattr(importlib.import_module(module), function)(path, **kwargs)
 
-
-def _load_gfpgan_clean(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.checkpoint import load_gfpgan
-
-    return load_gfpgan(path, **kwargs)
-
-
-def _load_gfpgan_v1(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.gfpganv1 import load_gfpgan_v1
-
-    return load_gfpgan_v1(path, **kwargs)
+    load.__qualname__ = f"{module}.{function}"
+    return load
 
 
 def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
@@ -98,34 +95,10 @@ def _gfpgan_clean(version: str, summary: str) -> ModelSpec:
         arch="GFPGANv1Clean",
         weights=f"gfpgan-{version}",
         licence="Apache-2.0",
-        load=_load_gfpgan_clean,
+        load=_lazy("vidrestore.models.checkpoint", "load_gfpgan"),
         controls=("randomize_noise",),
         aliases=(version,),
     )
-
-
-def _load_psfrgan(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.psfrgan import load_psfrgan
-
-    return load_psfrgan(path, **kwargs)
-
-
-def _load_restoreformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.restoreformer import load_restoreformer
-
-    return load_restoreformer(path, **kwargs)
-
-
-def _load_restoreformer_plusplus(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.restoreformer import load_restoreformer_plusplus
-
-    return load_restoreformer_plusplus(path, **kwargs)
-
-
-def _load_codeformer(path: str | os.PathLike[str], **kwargs: Any) -> Restorer:
-    from vidrestore.models.codeformer import load_codeformer
-
-    return load_codeformer(path, **kwargs)
 
 
 _SPECS = (
@@ -139,7 +112,7 @@ _SPECS = (
         weights="gfpgan-v1",
         # The repo's LICENSE puts BasicSR's StyleGAN2 CUDA ops under NVIDIA's licence; ours are plain PyTorch.
         licence="Apache-2.0",
-        load=_load_gfpgan_v1,
+        load=_lazy("vidrestore.models.gfpganv1", "load_gfpgan_v1"),
         controls=("randomize_noise",),
         aliases=("v1",),
         colourises=True,
@@ -152,8 +125,9 @@ _SPECS = (
         arch="PSFRGenerator + ParseNet",
         weights="psfrgan",
         licence="CC BY-NC-SA 4.0",
-        load=_load_psfrgan,
+        load=_lazy("vidrestore.models.psfrgan", "load_psfrgan"),
         extra_weights=("psfrgan-parsenet",),
+        non_commercial=True,
     ),
     # Progressive Face SR, 16 -> 128 px. Its training pairs are CelebA aligned crops (178 centre square)
     # resized to 128, then halved to 64, 32 and 16 with PIL's bilinear filter on 8-bit images. So the engine
@@ -168,7 +142,7 @@ _SPECS = (
         arch="PFSRGenerator",
         weights="pfsr",
         licence="no licence file (all rights reserved)",
-        load=_load_pfsr,
+        load=_lazy("vidrestore.models.pfsr", "load_pfsr"),
         face_size=16,
         scale=8,
         template=CELEBA_TEMPLATE_128 / 8,
@@ -181,7 +155,7 @@ _SPECS = (
         arch="RestoreFormer",
         weights="restoreformer",
         licence="Apache-2.0",
-        load=_load_restoreformer,
+        load=_lazy("vidrestore.models.restoreformer", "load_restoreformer"),
     ),
     ModelSpec(
         name="restoreformer++",
@@ -189,7 +163,7 @@ _SPECS = (
         arch="VQVAEGANMultiHeadTransformer",
         weights="restoreformer++",
         licence="Apache-2.0",
-        load=_load_restoreformer_plusplus,
+        load=_lazy("vidrestore.models.restoreformer", "load_restoreformer_plusplus"),
         aliases=("restoreformer-plusplus",),
     ),
     ModelSpec(
@@ -197,9 +171,10 @@ _SPECS = (
         summary="CodeFormer: codebook lookup, robust on heavy degradation; --fidelity is its w",
         arch="CodeFormer",
         weights="codeformer",
-        licence="S-Lab License 1.0 (non-commercial)",
-        load=_load_codeformer,
+        licence="S-Lab License 1.0",
+        load=_lazy("vidrestore.models.codeformer", "load_codeformer"),
         fidelity_control="w",
+        non_commercial=True,
     ),
 )
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
