@@ -86,13 +86,14 @@ class _Timer:
 def time_calls(
     fn: Callable[[int], object], n_sets: int, args: argparse.Namespace, device: torch.device
 ) -> float:
-    """Median seconds per ``fn(set_index)`` call, timed over groups of >= args.sample_ms."""
+    """Median seconds per ``fn(set_index)`` call, timed over groups of >= args.sample_ms; with
+    ``args.samples == 0`` (the CPU smoke run, where a call can take a minute) the one sizing call's time."""
     for i in range(args.warmup):
         fn(i % n_sets)
     with _Timer(device) as once:
         fn(0)
     group = max(1, math.ceil(args.sample_ms / 1e3 / max(once.seconds, 1e-6)))
-    times = []
+    times = [] if args.samples else [once.seconds]
     for s in range(args.samples):
         with _Timer(device) as timer:
             for i in range(group):
@@ -112,11 +113,18 @@ def measure(
     run: Run, sets: list[dict], module: nn.Module, impl: str, args: argparse.Namespace
 ) -> tuple[float, torch.Tensor]:
     """Seconds per call of ``run`` cycling through ``sets`` with ``module``'s modulated convs on ``impl``
-    ("triton" or "torch"), and its output for the first set."""
+    ("triton" or "torch"), and its output for the first set (kept from a timed call: no extra call)."""
     kernels.set_kernel_impl(module, impl)
+    first: list[torch.Tensor] = []
+
+    def call(i: int) -> None:
+        out = run(sets[i])
+        if i == 0 and not first:
+            first.append(out.clone())  # a CUDA graph's static output is overwritten by the next replay
+
     with torch.no_grad():
-        seconds = time_calls(lambda i: run(sets[i]), len(sets), args, device_of(module))
-        return seconds, run(sets[0])
+        seconds = time_calls(call, len(sets), args, device_of(module))
+    return seconds, first[0]
 
 
 def count_flops(run: Run, inputs: dict, module: nn.Module) -> int:
