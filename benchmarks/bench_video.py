@@ -238,6 +238,7 @@ def bench(
     """Ours (with the extra ``options`` of ``vidrestore.options``, e.g. a codec) and, if ``run_baseline``,
     the baseline on ``src``: frames, seconds, fps and per-stage seconds of each, and the GPU's utilisation
     during ours."""
+    work.mkdir(parents=True, exist_ok=True)
     video_options = VideoOptions.from_keywords(
         weights=weights,
         detector=detector,

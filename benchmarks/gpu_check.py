@@ -48,6 +48,7 @@ PEAK_TFLOPS = 790.0  # H100/H200 dense bf16: the compute floor's peak, as in ben
 TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 1e-2}  # one layer, relative L2, as tests/test_kernels.py
 MODEL_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}  # the whole model against fp32
 ROOT = Path(__file__).resolve().parent.parent
+GPU_MARK = "@pytest.mark.gpu"
 
 Row = tuple[str, str, bool | None]  # (item, result, ok: True / False / None for a figure without a goal)
 
@@ -113,19 +114,16 @@ class Skip(Exception):
 
 
 def step_tests(plan: Plan, deadline: float) -> tuple[list[Row], dict]:
-    """``pytest -m gpu`` in a subprocess (its own process, as CI runs it), killed at the deadline."""
+    """``pytest -m gpu`` in a subprocess (its own process, as CI runs it), killed at the deadline; only the
+    files that hold such tests are collected (others import packages a bare GPU box lacks, VapourSynth)."""
     report = plan.work / "gpu_tests.xml"
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-m",
-        "gpu",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--junitxml={report}",
+    files = [
+        str(f.relative_to(ROOT))
+        for f in sorted((ROOT / "tests").glob("test_*.py"))
+        if GPU_MARK in f.read_text()
     ]
+    pytest = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
+    command = [*pytest, f"--junitxml={report}", *files]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the tests as CI runs them
     try:
         done = subprocess.run(
@@ -408,7 +406,7 @@ def step_video(plan: Plan, deadline: float) -> tuple[list[Row], dict]:
                 **options,
             )
         except Exception as e:  # one codec path failing is a finding; the others still run
-            runs[name] = {"error": f"{type(e).__name__}: {e}"}
+            runs[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             rows.append((name, runs[name]["error"].splitlines()[0], False))
             continue
         runs[name] = result
