@@ -215,6 +215,14 @@ def decoder_layers(ours: GFPGANv1Clean, official: nn.Module) -> list[Layer]:
     return layers
 
 
+def compile_model(module: nn.Module, args: argparse.Namespace) -> Callable[..., torch.Tensor]:
+    """``torch.compile`` with the run's backend: Inductor (``args.compile_mode``) on a GPU; gpu_check's CPU
+    smoke run uses "eager" (Dynamo's tracing only: Inductor's C++ build takes minutes on 2 loaded cores)."""
+    if args.compile_backend == "inductor":
+        return torch.compile(module, dynamic=args.compile_dynamic, mode=args.compile_mode)
+    return torch.compile(module, dynamic=args.compile_dynamic, backend=args.compile_backend)
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
 
@@ -232,7 +240,7 @@ def bench_layers(
         seconds, _ = measure(layer.run_official, sets, layer.official, "torch", args)
         rows.append({**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds})
 
-        compiled = torch.compile(layer.ours, dynamic=args.compile_dynamic, mode=args.compile_mode)
+        compiled = compile_model(layer.ours, args)
         for batch in args.batches:
             sets = rotation(lambda seed, la=layer, b=batch: la.inputs(b, dtype, seed))
             outputs = {}
@@ -275,7 +283,7 @@ def bench_model(
     seconds, _ = measure(official_run(official, torch.float32), official_sets, official, "torch", args)
     rows = [{**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds}]
 
-    compiled = torch.compile(ours, dynamic=args.compile_dynamic, mode=args.compile_mode)
+    compiled = compile_model(ours, args)
     variants: dict[str, tuple[nn.Module, str, Run]] = {
         OFFICIAL_BATCHED: (official_batched, "torch", official_run(official_batched, dtype)),
         TORCH: (ours, "torch", lambda s: ours(s["x"])),
@@ -443,6 +451,7 @@ def main() -> None:
         "--peak-tflops", type=float, default=790.0, help="bf16 peak defining the compute floor"
     )
     parser.add_argument("--compile-mode", default="default", help="e.g. max-autotune-no-cudagraphs (slow)")
+    parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument(
         "--compile-dynamic", action="store_true", help="one torch.compile for every batch (faster to build)"
     )

@@ -50,10 +50,13 @@ def test_a_failing_step_does_not_stop_the_rest(tmp_path: Path) -> None:
     def fine(plan: Plan, deadline: float) -> tuple[list, dict]:
         return [("c", "3.0", None)], {}
 
+    def cut(plan: Plan, deadline: float) -> tuple[list, dict]:
+        return [("d", "4.0", True), ("e", gpu_check.OVER_BUDGET, None)], {}
+
     steps = [Step("tests", "1 a", boom), Step("parity", "2 b", skip)]
-    steps += [Step("throughput", "3 c", mixed), Step("video", "4 d", fine)]
+    steps += [Step("throughput", "3 c", mixed), Step("video", "4 d", fine), Step("cuda1", "5 e", cut)]
     outcomes = gpu_check.run_steps(steps, Plan.make(smoke=True, work=tmp_path))
-    assert [o.status for o in outcomes] == ["error", "skipped", "failed", "ok"]
+    assert [o.status for o in outcomes] == ["error", "skipped", "failed", "ok", "partial"]
     assert outcomes[0].error == "RuntimeError: kernel exploded\nsecond line"
     assert "Traceback" in outcomes[0].data["traceback"]
     table = gpu_check.table(outcomes)
