@@ -298,6 +298,8 @@ def step_parity(plan: Plan, deadline: float) -> tuple[list[Row], dict]:
 
 
 def step_throughput(plan: Plan, deadline: float) -> tuple[list[Row], dict]:
+    import copy
+
     import torch
 
     from benchmarks import bench_kernels as bk
@@ -315,7 +317,9 @@ def step_throughput(plan: Plan, deadline: float) -> tuple[list[Row], dict]:
     start, records = time.monotonic(), []
     for i, dtype_name in enumerate(("bf16", "fp16")):
         share = start + (deadline - start) * (i + 1) / 2  # each dtype gets half the budget
-        records += bk.bench_model(ours, official, args, bk.DTYPES[dtype_name], deadline=share)
+        model = copy.deepcopy(ours)  # each dtype from the fp32 weights, not from the other dtype's rounding
+        records += bk.bench_model(model, official, args, bk.DTYPES[dtype_name], deadline=share)
+        del model
         torch._dynamo.reset()
     bk.add_derived(records, PEAK_TFLOPS)
     rows: list[Row] = []
