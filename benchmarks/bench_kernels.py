@@ -2,14 +2,16 @@
 
     python -m benchmarks.bench_kernels --out bench-out/kernels.json
 
-Variants, each at 512 px on the same random weights (random weights cost what the released ones do):
+Variants, each at 512 px on the same random weights (random weights cost what the released ones do), in
+``--dtype`` (bf16 by default; every row records its dtype):
 
 1. ``official-fp32-b1``: the official architecture (per-sample weights, grouped conv), fp32, one face per
    call, as GFPGANer runs it; timed at batch 1 only and used as the baseline at every batch;
-2. ``torch-bf16``: our PyTorch reference path (shared-weight conv, unfused epilogue), bf16, batched;
-3. ``compiled-bf16``: ``torch.compile`` of path 2;
-4. ``ours-bf16``: the fused Triton kernels (StyleConv and ToRGB; the U-Net stays in PyTorch);
-5. ``ours-bf16-graph`` (whole model only): path 4 replayed from a CUDA graph, as the engine can run it.
+2. ``official`` (whole model only): the official architecture batched, in the dtype;
+3. ``torch``: our PyTorch reference path (shared-weight conv, unfused epilogue), batched;
+4. ``compiled``: ``torch.compile`` of path 3;
+5. ``ours``: the fused Triton kernels (StyleConv and ToRGB; the U-Net stays in PyTorch);
+6. ``ours-graph`` (whole model only): path 5 replayed from a CUDA graph, as the engine can run it.
 
 Timing: CUDA events around groups of calls that cycle through several input sets (so that no input stays in
 L2), after warm-up (which also covers autotuning and compilation); the median group gives seconds per call.
@@ -23,12 +25,14 @@ the setup (about a minute, most of it Triton compiling the autotuner's candidate
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import math
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,37 +46,64 @@ from benchmarks.official import official_gfpgan
 from vidrestore import kernels
 from vidrestore.models.gfpgan import GFPGANConfig, GFPGANv1Clean, StyleConv
 
-OFFICIAL, TORCH, COMPILED, OURS, OURS_GRAPH = (
+OFFICIAL, OFFICIAL_BATCHED, TORCH, COMPILED, OURS, OURS_GRAPH = (
     "official-fp32-b1",
-    "torch-bf16",
-    "compiled-bf16",
-    "ours-bf16",
-    "ours-bf16-graph",
+    "official",
+    "torch",
+    "compiled",
+    "ours",
+    "ours-graph",
 )
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY = GFPGANConfig(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.0625, num_mlp=2)
 ROTATION_BYTES = 4 << 30  # input sets rotate within this much memory (at least 2 sets)
-DEVICE = "cuda"
 
 
-def time_cuda(fn: Callable[[int], object], n_sets: int, args: argparse.Namespace) -> float:
-    """Median seconds per ``fn(set_index)`` call, timed with CUDA events over groups of >= args.sample_ms."""
+class _Timer:
+    """CUDA events on a GPU; on the CPU (gpu_check's smoke run) the wall clock, with the same interface."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.start = torch.cuda.Event(enable_timing=True) if self.cuda else None
+        self.end = torch.cuda.Event(enable_timing=True) if self.cuda else None
+
+    def __enter__(self) -> _Timer:
+        if self.cuda:
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.end.record()
+            self.end.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1e3
+        else:
+            self.seconds = time.perf_counter() - self.t0
+
+
+def time_calls(
+    fn: Callable[[int], object], n_sets: int, args: argparse.Namespace, device: torch.device
+) -> float:
+    """Median seconds per ``fn(set_index)`` call, timed over groups of >= args.sample_ms; with
+    ``args.samples == 0`` (the CPU smoke run, where a call can take a minute) the one sizing call's time."""
     for i in range(args.warmup):
         fn(i % n_sets)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn(0)
-    end.record()
-    end.synchronize()
-    group = max(1, math.ceil(args.sample_ms / max(start.elapsed_time(end), 1e-3)))
-    times = []
+    with _Timer(device) as once:
+        fn(0)
+    group = max(1, math.ceil(args.sample_ms / 1e3 / max(once.seconds, 1e-6)))
+    times = [] if args.samples else [once.seconds]
     for s in range(args.samples):
-        start.record()
-        for i in range(group):
-            fn((s * group + i) % n_sets)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / group)
+        with _Timer(device) as timer:
+            for i in range(group):
+                fn((s * group + i) % n_sets)
+        times.append(timer.seconds / group)
     return statistics.median(times)
+
+
+def device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 Run = Callable[[dict], torch.Tensor]
@@ -82,11 +113,18 @@ def measure(
     run: Run, sets: list[dict], module: nn.Module, impl: str, args: argparse.Namespace
 ) -> tuple[float, torch.Tensor]:
     """Seconds per call of ``run`` cycling through ``sets`` with ``module``'s modulated convs on ``impl``
-    ("triton" or "torch"), and its output for the first set."""
+    ("triton" or "torch"), and its output for the first set (kept from a timed call: no extra call)."""
     kernels.set_kernel_impl(module, impl)
+    first: list[torch.Tensor] = []
+
+    def call(i: int) -> None:
+        out = run(sets[i])
+        if i == 0 and not first:
+            first.append(out.clone())  # a CUDA graph's static output is overwritten by the next replay
+
     with torch.no_grad():
-        seconds = time_cuda(lambda i: run(sets[i]), len(sets), args)
-        return seconds, run(sets[0])
+        seconds = time_calls(call, len(sets), args, device_of(module))
+    return seconds, first[0]
 
 
 def count_flops(run: Run, inputs: dict, module: nn.Module) -> int:
@@ -127,13 +165,14 @@ class Layer:
 
     def inputs(self, batch: int, dtype: torch.dtype, seed: int) -> dict:
         """x (NCHW and channels-last), the W code and, for the SFT layers, the U-Net's (scale, shift)."""
-        gen = torch.Generator(device=DEVICE).manual_seed(seed)
+        device = device_of(self.ours)
+        gen = torch.Generator(device=device).manual_seed(seed)
         c_out, c_in = self.ours.modulated_conv.weight.shape[1:3]
         out_size = self.size * (2 if self.ours.modulated_conv.upsample else 1)
         feat = self.ours.modulated_conv.modulation.in_features
 
         def rand(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=gen, device=DEVICE, dtype=dtype)
+            return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
 
         x = rand(batch, c_in, self.size, self.size)
         inputs = {"x": x, "x_cl": x.contiguous(memory_format=torch.channels_last), "style": rand(batch, feat)}
@@ -176,71 +215,105 @@ def decoder_layers(ours: GFPGANv1Clean, official: nn.Module) -> list[Layer]:
     return layers
 
 
-def bench_layers(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace) -> list[dict]:
+def compile_model(module: nn.Module, args: argparse.Namespace) -> Callable[..., torch.Tensor]:
+    """``torch.compile`` with the run's backend: Inductor (``args.compile_mode``) on a GPU; gpu_check's CPU
+    smoke run uses "eager" (Dynamo's tracing only: Inductor's C++ build takes minutes on 2 loaded cores)."""
+    if args.compile_backend == "inductor":
+        return torch.compile(module, dynamic=args.compile_dynamic, mode=args.compile_mode)
+    return torch.compile(module, dynamic=args.compile_dynamic, backend=args.compile_backend)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def bench_layers(
+    ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace, dtype: torch.dtype = torch.bfloat16
+) -> list[dict]:
     rows = []
+    ours.to(dtype)
     for layer in decoder_layers(ours, official):
         run_torch = layer.variants(layer.ours)[TORCH][1]
-        flops = count_flops(run_torch, layer.inputs(1, torch.bfloat16, seed=0), layer.ours)
-        record = {"scope": "layer", "name": layer.name, "flops_per_face": flops}
+        flops = count_flops(run_torch, layer.inputs(1, dtype, seed=0), layer.ours)
+        record = {"scope": "layer", "name": layer.name, "dtype": dtype_name(dtype), "flops_per_face": flops}
         sets = rotation(lambda seed, la=layer: la.inputs(1, torch.float32, seed))
         seconds, _ = measure(layer.run_official, sets, layer.official, "torch", args)
         rows.append({**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds})
 
-        compiled = torch.compile(layer.ours, dynamic=False, mode=args.compile_mode)
+        compiled = compile_model(layer.ours, args)
         for batch in args.batches:
-            sets = rotation(lambda seed, la=layer, b=batch: la.inputs(b, torch.bfloat16, seed))
+            sets = rotation(lambda seed, la=layer, b=batch: la.inputs(b, dtype, seed))
             outputs = {}
             for variant, (impl, run) in layer.variants(compiled).items():
                 seconds, outputs[variant] = measure(run, sets, layer.ours, impl, args)
                 rows.append({**record, "variant": variant, "batch": batch, "s_per_call": seconds})
-            rows[-1]["rel_err_vs_torch_bf16"] = rel_err(outputs[OURS], outputs[TORCH])
+            rows[-1]["rel_err_vs_torch"] = rel_err(outputs[OURS], outputs[TORCH])
             print(f"{layer.name:32} b={batch:<3} " + summary(rows[-3:]), flush=True)
         torch._dynamo.reset()  # every StyleConv shares one code object: keep under the recompile limit
     return rows
 
 
-def bench_model(ours: GFPGANv1Clean, official: nn.Module, args: argparse.Namespace) -> list[dict]:
-    size = ours.config.out_size
+def bench_model(
+    ours: GFPGANv1Clean,
+    official: nn.Module,
+    args: argparse.Namespace,
+    dtype: torch.dtype = torch.bfloat16,
+    deadline: float | None = None,
+) -> list[dict]:
+    """Rows per batch of ``args.batches`` and variant, ``ours`` converted to ``dtype``; a variant that fails
+    gets a row with its ``error``. Batches not started by ``deadline`` (time.monotonic()) are left out."""
+    size, device = ours.config.out_size, device_of(official)
+    ours.to(dtype)
+    official_batched = copy.deepcopy(official).to(dtype)
 
     def faces(batch: int, dtype: torch.dtype, seed: int) -> dict:
-        gen = torch.Generator(device=DEVICE).manual_seed(seed)
-        return {"x": (torch.rand(batch, 3, size, size, generator=gen, device=DEVICE) * 2 - 1).to(dtype)}
+        gen = torch.Generator(device=device).manual_seed(seed)
+        return {"x": (torch.rand(batch, 3, size, size, generator=gen, device=device) * 2 - 1).to(dtype)}
 
-    def run_official(s: dict) -> torch.Tensor:
-        return official(s["x"].float(), return_rgb=False, randomize_noise=False)[0]
+    def official_run(model: nn.Module, dtype: torch.dtype) -> Run:
+        return lambda s: model(s["x"].to(dtype), return_rgb=False, randomize_noise=False)[0]
 
     record = {
         "scope": "model",
         "name": f"GFPGANv1Clean {size}px",
-        "flops_per_face": count_flops(lambda s: ours(s["x"]), faces(1, torch.bfloat16, 0), ours),
+        "dtype": dtype_name(dtype),
+        "flops_per_face": count_flops(lambda s: ours(s["x"]), faces(1, dtype, 0), ours),
     }
     official_sets = rotation(lambda seed: faces(1, torch.float32, seed))
-    seconds, _ = measure(run_official, official_sets, official, "torch", args)
+    seconds, _ = measure(official_run(official, torch.float32), official_sets, official, "torch", args)
     rows = [{**record, "variant": OFFICIAL, "batch": 1, "s_per_call": seconds}]
 
-    compiled = torch.compile(ours, dynamic=False, mode=args.compile_mode)
-    variants: dict[str, tuple[str, Run]] = {
-        TORCH: ("torch", lambda s: ours(s["x"])),
-        COMPILED: ("torch", lambda s: compiled(s["x"])),
-        OURS: ("triton", lambda s: ours(s["x"])),
+    compiled = compile_model(ours, args)
+    variants: dict[str, tuple[nn.Module, str, Run]] = {
+        OFFICIAL_BATCHED: (official_batched, "torch", official_run(official_batched, dtype)),
+        TORCH: (ours, "torch", lambda s: ours(s["x"])),
+        COMPILED: (ours, "torch", lambda s: compiled(s["x"])),
+        OURS: (ours, "triton", lambda s: ours(s["x"])),
     }
     for batch in args.batches:
-        sets = rotation(lambda seed, b=batch: faces(b, torch.bfloat16, seed))
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"{record['name']} {record['dtype']}: time budget spent before batch {batch}", flush=True)
+            break
+        sets = rotation(lambda seed, b=batch: faces(b, dtype, seed))
         with torch.no_grad():
-            official_out = run_official({"x": sets[0]["x"][:1]})  # every variant's parity on the first face
-        for variant, (impl, run) in variants.items():
-            seconds, out = measure(run, sets, ours, impl, args)
-            error = rel_err(out[:1], official_out)
-            rows.append(
-                {**record, "variant": variant, "batch": batch, "s_per_call": seconds, "rel_err": error}
-            )
-        kernels.set_kernel_impl(ours, "triton")
-        with torch.no_grad():
-            replay = graph_runner(ours, sets[0]["x"].clone())
-        seconds, _ = measure(replay, sets, ours, "triton", args)
-        rows.append({**record, "variant": OURS_GRAPH, "batch": batch, "s_per_call": seconds})
-        print(f"{record['name']:32} b={batch:<3} " + summary(rows[-4:]), flush=True)
-        del replay
+            official_out = official_run(official, torch.float32)({"x": sets[0]["x"][:1]})  # parity, face 0
+        first = len(rows)
+        for variant, (module, impl, run) in variants.items():
+            row = {**record, "variant": variant, "batch": batch}
+            try:
+                seconds, out = measure(run, sets, module, impl, args)
+            except Exception as e:  # e.g. no kernel for the dtype on this device: recorded, the rest go on
+                rows.append({**row, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"})
+                continue
+            rows.append({**row, "s_per_call": seconds, "rel_err": rel_err(out[:1], official_out)})
+        if device.type == "cuda":
+            kernels.set_kernel_impl(ours, "triton")
+            with torch.no_grad():
+                replay = graph_runner(ours, sets[0]["x"].clone())
+            seconds, _ = measure(replay, sets, ours, "triton", args)
+            rows.append({**record, "variant": OURS_GRAPH, "batch": batch, "s_per_call": seconds})
+            del replay
+        print(f"{record['name']:24} {record['dtype']} b={batch:<3} " + summary(rows[first:]), flush=True)
     return rows
 
 
@@ -264,38 +337,47 @@ def graph_runner(model: nn.Module, static_x: torch.Tensor) -> Run:
 
 
 def summary(rows: list[dict]) -> str:
-    return "  ".join(f"{r['variant']} {1e3 * r['s_per_call']:.3f} ms" for r in rows)
+    return "  ".join(
+        f"{r['variant']} " + (f"{1e3 * r['s_per_call']:.3f} ms" if "s_per_call" in r else "error")
+        for r in rows
+    )
 
 
 def add_derived(rows: list[dict], peak_tflops: float) -> None:
     """Faces/s, achieved TFLOP/s, fraction of the compute floor, and speed-ups over the baselines."""
-    official = {r["name"]: r for r in rows if r["variant"] == OFFICIAL}
-    for r in rows:
+    timed = [r for r in rows if "s_per_call" in r]
+    official = {(r["name"], r["dtype"]): r for r in timed if r["variant"] == OFFICIAL}
+    for r in timed:
         r["faces_per_s"] = r["batch"] / r["s_per_call"]
         r["tflops"] = r["flops_per_face"] * r["faces_per_s"] / 1e12
         r["fraction_of_floor"] = r["tflops"] / peak_tflops
-    for r in rows:
+    for r in timed:
         if r["variant"] in (OURS, OURS_GRAPH):
-            same = {x["variant"]: x for x in rows if x["name"] == r["name"] and x["batch"] == r["batch"]}
-            best_torch = max(same[TORCH]["faces_per_s"], same[COMPILED]["faces_per_s"])
-            r["speedup_vs_official"] = r["faces_per_s"] / official[r["name"]]["faces_per_s"]
-            r["speedup_vs_best_torch"] = r["faces_per_s"] / best_torch
+            key = (r["name"], r["dtype"])
+            same = {
+                x["variant"]: x for x in timed if (x["name"], x["dtype"]) == key and x["batch"] == r["batch"]
+            }
+            torch_paths = [same[v]["faces_per_s"] for v in (TORCH, COMPILED) if v in same]
+            r["speedup_vs_official"] = r["faces_per_s"] / official[key]["faces_per_s"]
+            if torch_paths:
+                r["speedup_vs_best_torch"] = r["faces_per_s"] / max(torch_paths)
 
 
 def goals(rows: list[dict]) -> dict:
-    """The issue's H100 goals: model >= 1000 faces/s; at batch 16 the fused layers >= 2x the official and
-    >= 1.3x the best PyTorch path (per layer, and for the 15 layers together)."""
+    """The issue's H100 goals: model >= 1000 faces/s in bf16; at batch 16 the fused layers >= 2x the official
+    and >= 1.3x the best PyTorch path (per layer, and for the 15 layers together)."""
+    timed = [r for r in rows if "s_per_call" in r and r["dtype"] == "bf16"]
     model_best = max(
-        (r["faces_per_s"] for r in rows if r["scope"] == "model" and "speedup_vs_official" in r), default=0
+        (r["faces_per_s"] for r in timed if r["scope"] == "model" and "speedup_vs_official" in r), default=0
     )
     result: dict = {"model_faces_per_s": model_best, "model_goal_1000_met": model_best >= 1000}
-    at16 = [r for r in rows if r["scope"] == "layer" and r["batch"] == 16]
+    at16 = [r for r in timed if r["scope"] == "layer" and r["batch"] == 16]
     if at16:
         seconds = {
             v: sum(r["s_per_call"] / r["batch"] for r in at16 if r["variant"] == v)
             for v in (TORCH, COMPILED, OURS)
         }
-        official = sum(r["s_per_call"] for r in rows if r["scope"] == "layer" and r["variant"] == OFFICIAL)
+        official = sum(r["s_per_call"] for r in timed if r["scope"] == "layer" and r["variant"] == OFFICIAL)
         ours = [r for r in at16 if r["variant"] == OURS]
         result["layers_b16_total_speedup_vs_official"] = official / seconds[OURS]
         result["layers_b16_total_speedup_vs_best_torch"] = (
@@ -307,16 +389,20 @@ def goals(rows: list[dict]) -> dict:
     return result
 
 
-def print_table(rows: list[dict]) -> None:
+def table_lines(rows: list[dict]) -> list[str]:
     columns = "batch   ms/call   faces/s  TFLOP/s floor%   vs.off vs.torch"
-    print(f"\n{'scope':5} {'name':32} {'variant':16} {columns}")
+    lines = [f"{'scope':5} {'name':32} {'dtype':5} {'variant':16} {columns}"]
     for r in rows:
+        head = f"{r['scope']:5} {r['name']:32} {r['dtype']:5} {r['variant']:16} {r['batch']:>5}"
+        if "s_per_call" not in r:
+            lines.append(f"{head} {r['error']}")
+            continue
         ratios = [f"{r[k]:.2f}x" if k in r else "" for k in ("speedup_vs_official", "speedup_vs_best_torch")]
-        print(
-            f"{r['scope']:5} {r['name']:32} {r['variant']:16} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
-            f"{r['faces_per_s']:>9.1f} {r['tflops']:>8.1f} {100 * r['fraction_of_floor']:>6.1f} "
-            f"{ratios[0]:>8} {ratios[1]:>8}"
+        lines.append(
+            f"{head} {1e3 * r['s_per_call']:>9.3f} {r['faces_per_s']:>9.1f} {r['tflops']:>8.1f} "
+            f"{100 * r['fraction_of_floor']:>6.1f} {ratios[0]:>8} {ratios[1]:>8}"
         )
+    return lines
 
 
 def driver_version() -> str | None:
@@ -329,16 +415,26 @@ def driver_version() -> str | None:
         return None
 
 
-def build_models(config: GFPGANConfig) -> tuple[GFPGANv1Clean, nn.Module]:
-    """Ours in bf16 and the official architecture in fp32, sharing random weights (noise strength > 0)."""
+def random_model(config: GFPGANConfig) -> GFPGANv1Clean:
+    """Ours in fp32 on the CPU with seeded random weights and noise strengths 0.1, as trained weights have
+    (at 0, the noise path would go unchecked)."""
     torch.manual_seed(0)
-    ours = GFPGANv1Clean(config).eval().requires_grad_(False)
-    for module in ours.modules():
+    model = GFPGANv1Clean(config).eval().requires_grad_(False)
+    for module in model.modules():
         if isinstance(module, StyleConv):
             module.weight.data.fill_(0.1)
+    return model
+
+
+def build_models(
+    config: GFPGANConfig, device: str | torch.device = "cuda"
+) -> tuple[GFPGANv1Clean, nn.Module]:
+    """Ours and the official architecture in fp32 on ``device``, sharing random weights (noise strength > 0);
+    the benchmarks convert ours to the dtype they time."""
+    ours = random_model(config)
     official = official_gfpgan(config).requires_grad_(False)
     official.load_state_dict(ours.state_dict(), strict=True)
-    return ours.to(DEVICE, torch.bfloat16), official.to(DEVICE).eval()
+    return ours.to(device), official.to(device).eval()
 
 
 def main() -> None:
@@ -347,6 +443,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/kernels.json"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--samples", type=int, default=15)
     parser.add_argument("--sample-ms", type=float, default=20.0, help="minimum length of one timed group")
@@ -354,6 +451,10 @@ def main() -> None:
         "--peak-tflops", type=float, default=790.0, help="bf16 peak defining the compute floor"
     )
     parser.add_argument("--compile-mode", default="default", help="e.g. max-autotune-no-cudagraphs (slow)")
+    parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument(
+        "--compile-dynamic", action="store_true", help="one torch.compile for every batch (faster to build)"
+    )
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="the 64 px test config: a quick setup check")
@@ -361,26 +462,23 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit(
             "bench_kernels.py needs a CUDA GPU and none is visible (torch.cuda.is_available() is False). "
-            "The kernels' correctness is tested without one: pytest tests/test_kernels.py"
+            "The kernels' correctness is tested without one: pytest tests/test_kernels.py; "
+            "python -m benchmarks.gpu_check --cpu-smoke runs the GPU check's plan on the CPU"
         )
 
+    dtype = DTYPES[args.dtype]
     ours, official = build_models(TINY if args.tiny else GFPGANConfig())
-    rows = [] if args.skip_layers else bench_layers(ours, official, args)
+    rows = [] if args.skip_layers else bench_layers(ours, official, args, dtype)
     if not args.skip_model:
-        rows += bench_model(ours, official, args)
+        rows += bench_model(ours, official, args, dtype)
     add_derived(rows, args.peak_tflops)
-    print_table(rows)
+    print("\n" + "\n".join(table_lines(rows)))
     report = {
         "benchmark": "fused Triton modulated conv vs official / PyTorch / torch.compile, GFPGANv1Clean",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name(),
-        "driver": driver_version(),
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
+        **environment(),
         "config": "tiny (64 px)" if args.tiny else "official 512",
         "peak_tflops_for_floor": args.peak_tflops,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "goals": goals(rows),
         "kernel_resources": kernels.compiled_kernels(),
@@ -390,6 +488,21 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def environment() -> dict:
+    """The GPU, driver and library versions a GPU figure is recorded with."""
+    cuda = torch.cuda.is_available()
+    return {
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "gpu_count": torch.cuda.device_count(),
+        "driver": driver_version() if cuda else None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
 
 
 if __name__ == "__main__":

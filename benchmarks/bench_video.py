@@ -9,7 +9,9 @@ plus AAC audio. Both sides run in this process on the same clip, detector and we
   architecture (from the ``gfpgan`` package) at batch 1 in fp32 with fresh noise, per-face CPU inverse
   warp and feathered paste, as GFPGANer + facexlib do.
 
-On the CPU use the tiny model (the default here); with a GPU, ``--full`` times the 512 model.
+On the CPU use the tiny model (the default here); with a GPU, ``--full`` times the 512 model. On a GPU the
+run of ours also records the GPU's utilisation, sampled every 0.1 s. ``benchmarks/gpu_check.py`` calls
+:func:`prepare` and :func:`bench` with the CPU codecs and with NVDEC/NVENC.
 
     python -m benchmarks.bench_video [--full] [--seconds 2] [--device auto] [--out bench-out/video.json]
 """
@@ -20,8 +22,12 @@ import argparse
 import datetime
 import json
 import os
+import statistics
+import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -145,6 +151,140 @@ def baseline(
     }
 
 
+class GpuUtilisation:
+    """The GPU's utilisation (% of time a kernel ran), sampled in a thread while the ``with`` block runs:
+    through pynvml (nvidia-ml-py) when installed, else ``nvidia-smi``; ``result`` says which."""
+
+    def __init__(self, device: torch.device, period: float = 0.1) -> None:
+        self.device, self.period = device, period
+        self.samples: list[float] = []
+        self.source: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _reader(self) -> Any:
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.source = "pynvml"
+            return lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except (ImportError, OSError, RuntimeError) as e:
+            self.source = f"nvidia-smi (pynvml: {type(e).__name__})"
+        query = [
+            "nvidia-smi",
+            f"--id={index}",
+            "--query-gpu=utilization.gpu",
+            "--format=csv,noheader,nounits",
+        ]
+        self.period = max(self.period, 0.5)  # one process per sample
+        return lambda: float(subprocess.run(query, capture_output=True, text=True, check=True).stdout)
+
+    def _run(self) -> None:
+        try:
+            read = self._reader()
+            while not self._stop.wait(self.period):
+                self.samples.append(read())
+        except Exception as e:  # a sampler that cannot read says so; the run it watches goes on
+            self.source = f"unavailable ({type(e).__name__}: {e})"
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.device.type == "cuda":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def result(self) -> dict:
+        if self.device.type != "cuda":
+            return {"source": "not measured (no CUDA device)"}
+        if not self.samples:
+            return {"source": self.source or "no sample"}
+        return {
+            "source": self.source,
+            "mean_pct": statistics.fmean(self.samples),
+            "max_pct": max(self.samples),
+            "samples": len(self.samples),
+        }
+
+
+def prepare(work: Path, seconds: float, config: GFPGANConfig) -> tuple[Path, Path, int]:
+    """The generated clip and random weights for ``config`` in ``work``: (clip, weights, frames)."""
+    work.mkdir(parents=True, exist_ok=True)
+    src, weights = work / "clip_1080p.mp4", work / "weights.pth"
+    n = make_clip(src, seconds)
+    save_weights(weights, config)
+    return src, weights, n
+
+
+def bench(
+    src: Path,
+    weights: Path,
+    config: GFPGANConfig,
+    work: Path,
+    *,
+    run_baseline: bool = True,
+    device: str = "auto",
+    dtype: str = "auto",
+    detector: str = "centerface",
+    detect_size: int = 640,
+    **options: Any,
+) -> dict:
+    """Ours (with the extra ``options`` of ``vidrestore.options``, e.g. a codec) and, if ``run_baseline``,
+    the baseline on ``src``: frames, seconds, fps and per-stage seconds of each, and the GPU's utilisation
+    during ours."""
+    work.mkdir(parents=True, exist_ok=True)
+    video_options = VideoOptions.from_keywords(
+        weights=weights,
+        detector=detector,
+        device=device,
+        dtype=dtype,
+        detect_size=detect_size,
+        progress=False,
+        overwrite=True,
+        **options,
+    )
+    restorer = FaceRestorer(video_options.engine, progress=False)
+    result: dict = {
+        "benchmark": "whole video job, 1080p H.264, 1-3 faces per frame",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "model": "GFPGANv1Clean 512" if config.out_size == 512 else f"tiny {config}",
+        "device": str(restorer.device),
+        "dtype_ours": str(restorer.dtype),
+        "dtype_baseline": "fp32",
+        "detector": detector,
+        "detect_size": detect_size,
+        "options": {k: str(v) for k, v in options.items()},
+        "batch_size_ours": restorer.batch_size,
+        "versions": versions(),
+    }
+    if run_baseline:
+        official = official_gfpgan(config).to(restorer.device).eval()
+        official.load_state_dict(torch.load(weights, weights_only=True)["params_ema"])
+        result["baseline"] = baseline(
+            src, work / "baseline.mp4", official, restorer, restorer.device, detect_size
+        )
+    with GpuUtilisation(restorer.device) as utilisation:
+        report = run(src, work / "ours.mp4", video_options, restorer=restorer)
+    result["ours"] = {
+        "frames": report.frames,
+        "faces": report.faces,
+        "seconds": report.seconds,
+        "fps": report.fps,
+        "codec": report.codec,
+        "stages": dict(report.stages),
+        "gpu_utilisation": utilisation.result(),
+    }
+    if run_baseline:
+        result["speedup"] = result["ours"]["fps"] / result["baseline"]["fps"]
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="the 512 model (meant for a GPU)")
@@ -157,49 +297,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/video.json"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    args.work.mkdir(parents=True, exist_ok=True)
     config = GFPGANConfig() if args.full else TINY
-    src, weights = args.work / "clip_1080p.mp4", args.work / "weights.pth"
-    n = make_clip(src, args.seconds)
-    save_weights(weights, config)
-    options = VideoOptions.from_keywords(
-        weights=weights,
-        detector=args.detector,
+    src, weights, n = prepare(args.work, args.seconds, config)
+    result = bench(
+        src,
+        weights,
+        config,
+        args.work,
         device=args.device,
         dtype=args.dtype,
+        detector=args.detector,
         detect_size=args.detect_size,
-        progress=False,
-        overwrite=True,
     )
-    restorer = FaceRestorer(options.engine, progress=False)
-    official = official_gfpgan(config).to(restorer.device).eval()
-    official.load_state_dict(torch.load(weights, weights_only=True)["params_ema"])
-
-    base = baseline(src, args.work / "baseline.mp4", official, restorer, restorer.device, args.detect_size)
-    report = run(src, args.work / "ours.mp4", options, restorer=restorer)
-    ours = {
-        "frames": report.frames,
-        "faces": report.faces,
-        "seconds": report.seconds,
-        "fps": report.fps,
-        "stages": dict(report.stages),
-    }
-    result = {
-        "benchmark": "whole video job, 1080p H.264, 1-3 faces per frame",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "model": "GFPGANv1Clean 512" if args.full else f"tiny {config}",
-        "frames": n,
-        "device": str(restorer.device),
-        "dtype_ours": str(restorer.dtype),
-        "dtype_baseline": "fp32",
-        "detector": args.detector,
-        "detect_size": args.detect_size,
-        "batch_size_ours": restorer.batch_size,
-        "versions": versions(),
-        "ours": ours,
-        "baseline": base,
-        "speedup": ours["fps"] / base["fps"],
-    }
+    result["frames"] = n
+    base, ours = result["baseline"], result["ours"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"{'':10} {'fps':>8} {'seconds':>8} {'faces':>6}  " + " ".join(f"{s:>8}" for s in base["stages"]))
