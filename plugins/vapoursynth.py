@@ -92,13 +92,17 @@ def restore(clip: vs.VideoNode, **options: Any) -> vs.VideoNode:
         raise vs.Error(f"vidrestore: {exc}") from None
     # The detector's batch and picture size follow the memory budget; the frame batch stays the script's,
     # since the segments are built on it (VapourSynth's own cache holds the frames).
-    deep = clip.format.bits_per_sample > 8
+    fmt = clip.format
+    integer = fmt.sample_type == vs.INTEGER
     _, plan = fit_to_memory(
         restorer,
         clip.width,
         clip.height,
         temporal,
-        sample_bytes=held_sample_bytes(deep, restorer.device),
+        # Float clips are held as they come (half or single floats), integer ones as the stream holds them.
+        sample_bytes=held_sample_bytes(fmt.bits_per_sample > 8, restorer.device)
+        if integer
+        else fmt.bytes_per_sample,
         keep_batch=True,
     )
     for notice in plan.notices:

@@ -20,6 +20,7 @@ from vidrestore.cli import main
 from vidrestore.io import SourceFrame, VideoSource
 from vidrestore.io.carry import Hdr10, MasteringDisplay, copy_alpha, read_hdr10
 from vidrestore.io.colour import full_chroma
+from vidrestore.io.sink import output_codec
 from vidrestore.options import EncodeOptions
 
 SIZE, FRAMES = 64, 3
@@ -356,3 +357,12 @@ def test_restore_keeps_alpha_and_hdr10_and_names_losses_in_one_line(
         "vidrestore: note: libx264 in .mp4 cannot carry the input's alpha channel (transparency; prores_ks, "
         "ffv1 or libvpx-vp9 in .webm keep it) or its 12-bit depth (encoding as 10-bit yuv444p10le)"
     ]
+
+
+def test_hdr_default_follows_the_named_container_too(hevc_hdr: Path, tmp_path: Path) -> None:
+    """``--format`` (a pipe, or a name without a known extension) picks the same HDR default as the file."""
+    with VideoSource(hevc_hdr) as src:
+        description = src.description
+    assert output_codec(tmp_path / "out.bin", EncodeOptions(format="matroska"), description) == "libx265"
+    assert output_codec(tmp_path / "out.bin", EncodeOptions(format="webm"), description) == "libsvtav1"
+    assert output_codec(tmp_path / "out.bin", EncodeOptions(format="mpeg"), description) == "mpeg2video"

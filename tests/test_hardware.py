@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from clips import make_clip
+from clips import make_clip, make_interlaced_clip
 
 import vidrestore
 from vidrestore.cli import main
@@ -244,6 +244,12 @@ def test_sink_auto_hands_nvenc_our_settings_and_keeps_non_square_pixels_on_the_c
         sink = VideoSink(out / "sar.mkv", src.description, EncodeOptions(codec="auto"))
         sink.abort()
     assert sink.codec == "libx264" and "non-square pixels" in sink.notices[0]
+    woven = make_interlaced_clip(tmp_path / "woven.mpg", size=(160, 120), frames=2)  # square pixels
+    with VideoSource(woven.path) as src:
+        assert src.description.sample_aspect_ratio in (None, 1) and src.description.field_order == "bff"
+        sink = VideoSink(out / "woven.mkv", src.description, EncodeOptions(codec="auto"))
+        sink.abort()
+    assert sink.codec == "libx264" and "interlaced fields" in sink.notices[0]
 
 
 def test_sink_picks_nvencs_format_and_options_for_10_bit(tmp_path, monkeypatch):

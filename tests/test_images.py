@@ -21,6 +21,7 @@ from vidrestore.io.images import (
     tensor_to_image,
     write_image,
 )
+from vidrestore.options import EngineOptions
 from vidrestore.stills import Job, restore_images
 
 
@@ -370,6 +371,8 @@ class _Unchanged:
     """Stands in for FaceRestorer: finds no face and hands the picture back as it came."""
 
     device = torch.device("cpu")
+    options = EngineOptions()
+    detect_batch = detect_size = None
 
     def restore(self, t, upscale=1):
         return types.SimpleNamespace(frames=t, faces=[[]])

@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _on_signal)
     _quiet_opencv()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         return {
@@ -245,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         how = {signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}.get(signum, "interrupted")
-        print(f"vidrestore: {how}; no partial output was left behind", file=sys.stderr)
+        piped = args is not None and str(getattr(args, "output", "")) == "-"
+        left = "the video on standard output is incomplete" if piped else "no partial output was left behind"
+        print(f"vidrestore: {how}; {left}", file=sys.stderr)
         return 128 + signum
     except MemoryError:
         print("vidrestore: error: out of memory; try --max-memory or --detect-size", file=sys.stderr)

@@ -143,6 +143,7 @@ def fit_to_memory(
     *,
     sample_bytes: int = 1,
     keep_batch: bool = False,
+    upscale: int = 1,
 ) -> tuple[TemporalOptions, MemoryPlan]:
     """Plan for ``engine`` and apply the detector's part to it; returns the temporal options to use."""
     plan = plan_memory(
@@ -154,6 +155,7 @@ def fit_to_memory(
         detect_size=engine.options.detect_size,
         sample_bytes=sample_bytes,
         keep_batch=keep_batch,
+        upscale=upscale,
     )
     engine.detect_batch, engine.detect_size = plan.detect_batch, plan.detect_size
     return replace(temporal, frame_batch=plan.frame_batch), plan

@@ -12,6 +12,8 @@ import numpy as np
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.images import IMAGE_SUFFIXES, image_to_tensor, read_still, tensor_to_image, write_image
+from vidrestore.memory import fit_to_memory
+from vidrestore.options import TemporalOptions
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,18 @@ def restore_images(
     for job in jobs:
         try:
             img, meta = read_still(job.src)
+            # A large scan is one frame for the memory budget: the detector may see a smaller copy of it.
+            _, plan = fit_to_memory(
+                restorer,
+                img.shape[1],
+                img.shape[0],
+                TemporalOptions(frame_batch=1, smooth=0.0),
+                sample_bytes=img.dtype.itemsize,
+                keep_batch=True,
+                upscale=upscale,
+            )
+            for notice in plan.notices:
+                log(f"{job.src}: {notice}")
             out, n = restore_image(restorer, img, upscale)
             job.dst.parent.mkdir(parents=True, exist_ok=True)
             lost = write_image(job.dst, out, meta)

@@ -44,14 +44,15 @@ _HDR_PARAMS = {
     "libx264": ("x264-params", "mastering-display", "cll"),
     "libsvtav1": ("svtav1-params", "mastering-display", "content-light"),
 }
-# The default codec for an HDR source, by extension: 10-bit capable and carrying HDR10 metadata.
+# The default codec for an HDR source, by muxer (the file's or --format's): 10-bit capable and carrying
+# HDR10 metadata.
 _HDR_DEFAULT_CODECS = {
-    ".mp4": "libx265",
-    ".m4v": "libx265",
-    ".mov": "libx265",
-    ".mkv": "libx265",
-    ".ts": "libx265",
-    ".webm": "libsvtav1",  # the wheel's libvpx is 8-bit only; WebM allows AV1
+    "mp4": "libx265",
+    "ipod": "libx265",  # .m4v
+    "mov": "libx265",
+    "matroska": "libx265",
+    "mpegts": "libx265",
+    "webm": "libsvtav1",  # the wheel's libvpx is 8-bit only; WebM allows AV1
 }
 
 Chromaticity = tuple[Fraction, Fraction]
@@ -116,9 +117,9 @@ def is_hdr(trc: int, hdr10: Hdr10 | None) -> bool:
     return trc in (_TRC_PQ, _TRC_HLG) or hdr10 is not None
 
 
-def hdr_default_codec(suffix: str) -> str | None:
-    """The codec an HDR source gets by default for this extension; None where the plain default stands."""
-    return _HDR_DEFAULT_CODECS.get(suffix.lower())
+def hdr_default_codec(muxer: str) -> str | None:
+    """The codec an HDR source gets by default in this container; None where the plain default stands."""
+    return _HDR_DEFAULT_CODECS.get(muxer)
 
 
 def hdr_options(encoder: str, hdr10: Hdr10, options: Mapping[str, str]) -> dict[str, str]:

@@ -164,7 +164,7 @@ def auto_encoder(
     """The encoder for ``codec="auto"`` and a notice, or None: NVENC's counterpart of ``cpu`` where it
     would write the same stream and opens, else ``cpu``. ``plain``: no alpha, HDR10 metadata, explicit
     pixel format or encoder options (each tied to the CPU encoder), square pixels (NVENC's aspect ratio in
-    the bitstream is unchecked)."""
+    the bitstream is unchecked), progressive pictures (interlaced coding is set up for the CPU encoders)."""
     nvenc = NVENC.get(cpu)
     if nvenc is None or not cuda_available():
         return cpu, None
@@ -172,7 +172,7 @@ def auto_encoder(
     if not plain:
         why = (
             "the output needs what only the CPU encoder is known to keep (alpha, HDR, non-square pixels, "
-            "pix_fmt or encoder options)"
+            "interlaced fields, pix_fmt or encoder options)"
         )
     elif pix_fmt not in _AS_IS:
         why = f"{nvenc} cannot take {pix_fmt} as it is"

@@ -7,7 +7,8 @@ where the restorer's mask is set. Timestamps, time base, colour tags, rotation a
 other streams' packets, which travel with the frames, are copied or re-encoded (see :mod:`.routes`). The
 sink is built from the source's :class:`~vidrestore.io.source.SourceDescription` and never reads the input.
 The output is written to a hidden temporary file beside the destination and renamed at the end, so an
-interrupted run never leaves a half-written file under the final name.
+interrupted run never leaves a half-written file under the final name; standard output (``-``), which
+cannot be renamed, is written as the frames come.
 
 Frames keep their pts and the stream its time base where the container can store it (Matroska counts in
 milliseconds, MP4 in at least 1/10000 s: the times stay the same).
@@ -107,6 +108,7 @@ _MUXER_CODECS = {
     "mpegts": "libx264",
     "webm": "libvpx-vp9",
     "avi": "ffv1",
+    "mpeg": "mpeg2video",
 }
 # MP4 and MOV put their index after the media; to a pipe, which cannot seek back, they must be fragmented.
 _PIPE_OPTIONS = {"mp4": {"movflags": "frag_keyframe+empty_moov+default_base_moof"}}
@@ -192,7 +194,11 @@ class VideoSink:
         """``codec="auto"``: NVENC where it writes what ``cpu_codec`` would, else ``cpu_codec``."""
         src, info = self._source, self._source.info
         square = src.sample_aspect_ratio in (None, 1)
-        plain = square and not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
+        plain = (
+            square
+            and src.field_order == "progressive"
+            and not (src.alpha or src.hdr or settings.pix_fmt or settings.encoder_opts)
+        )
         codec, notice = auto_encoder(
             cpu_codec,
             width=info.width,
@@ -554,7 +560,7 @@ def output_codec(dst: Path, settings: EncodeOptions, source: SourceDescription) 
     if settings.codec not in (None, "auto"):
         return settings.codec
     muxer, muxer_default = muxer_for(dst, settings.format)
-    hdr_codec = hdr_default_codec(dst.suffix) if source.hdr else None
+    hdr_codec = hdr_default_codec(muxer) if source.hdr else None
     return hdr_codec or _default_codec(dst, muxer, muxer_default)
 
 
