@@ -206,32 +206,33 @@ class ConstantInput(nn.Module):
         return self.weight.expand(batch, -1, -1, -1)
 
 
-class StyleGAN2GeneratorCSFT(nn.Module):
-    """StyleGAN2 decoder whose first conv at each resolution >= 8 px is followed by a (channel-split) SFT."""
+class StyleDecoder(nn.Module):
+    """The StyleGAN2 decoder both GFP-GAN architectures share, with the checkpoints' layer names and order:
+    each passes its own mapping network and its StyleConv and ToRGB layer classes. The first conv at each
+    resolution >= 8 px is followed by a (channel-split) SFT."""
 
-    def __init__(self, config: GFPGANConfig) -> None:
+    def __init__(
+        self,
+        config: GFPGANConfig,
+        style_mlp: nn.Module,
+        style_conv: type[nn.Module],
+        to_rgb: type[nn.Module],
+    ) -> None:
         super().__init__()
         feat = config.num_style_feat
-        mlp: list[nn.Module] = [NormStyleCode()]
-        for _ in range(config.num_mlp):
-            linear = nn.Linear(feat, feat)
-            nn.init.kaiming_normal_(linear.weight, a=_LRELU_SLOPE, nonlinearity="leaky_relu")
-            nn.init.zeros_(linear.bias)
-            mlp += [linear, nn.LeakyReLU(_LRELU_SLOPE, inplace=True)]
-        self.style_mlp = nn.Sequential(*mlp)  # indices 1, 3, ... are in the checkpoint
-
+        self.style_mlp = style_mlp
         ch = config.channels
         self.constant_input = ConstantInput(ch(4), size=4)
-        self.style_conv1 = StyleConv(ch(4), ch(4), 3, feat)
-        self.to_rgb1 = ToRGB(ch(4), feat, upsample=False)
+        self.style_conv1 = style_conv(ch(4), ch(4), 3, feat)
+        self.to_rgb1 = to_rgb(ch(4), feat, upsample=False)
 
         self.style_convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_channels = ch(4)
         for res in (2**i for i in range(3, config.log_size + 1)):
-            self.style_convs.append(StyleConv(in_channels, ch(res), 3, feat, upsample=True))
-            self.style_convs.append(StyleConv(ch(res), ch(res), 3, feat))
-            self.to_rgbs.append(ToRGB(ch(res), feat))
+            self.style_convs.append(style_conv(in_channels, ch(res), 3, feat, upsample=True))
+            self.style_convs.append(style_conv(ch(res), ch(res), 3, feat))
+            self.to_rgbs.append(to_rgb(ch(res), feat))
             in_channels = ch(res)
 
         # One fixed noise map per StyleConv (4 px, then two per resolution); buffers, so checkpointed.
@@ -254,6 +255,21 @@ class StyleGAN2GeneratorCSFT(nn.Module):
             out = self.style_convs[i](out, latent[:, i + 1], noises[i + 1])
             skip = self.to_rgbs[level](out, latent[:, i + 2], skip)
         return skip
+
+
+class StyleGAN2GeneratorCSFT(StyleDecoder):
+    """The clean decoder: a plain Linear + LeakyReLU mapping network, bilinear-upsampling convs."""
+
+    def __init__(self, config: GFPGANConfig) -> None:
+        feat = config.num_style_feat
+        mlp: list[nn.Module] = [NormStyleCode()]
+        for _ in range(config.num_mlp):
+            linear = nn.Linear(feat, feat)
+            nn.init.kaiming_normal_(linear.weight, a=_LRELU_SLOPE, nonlinearity="leaky_relu")
+            nn.init.zeros_(linear.bias)
+            mlp += [linear, nn.LeakyReLU(_LRELU_SLOPE, inplace=True)]
+        # indices 1, 3, ... are in the checkpoint
+        super().__init__(config, nn.Sequential(*mlp), StyleConv, ToRGB)
 
 
 class ResBlock(nn.Module):

@@ -32,7 +32,7 @@ from torch import nn
 
 from vidrestore import kernels
 from vidrestore.models.checkpoint import build_strict, infer_config, read_state_dict
-from vidrestore.models.gfpgan import ConstantInput, GFPGANBase, GFPGANConfig, NormStyleCode
+from vidrestore.models.gfpgan import GFPGANBase, GFPGANConfig, NormStyleCode, StyleDecoder
 
 __all__ = ["V1_CONFIG", "GFPGANv1", "load_gfpgan_v1", "upfirdn2d"]
 
@@ -351,48 +351,16 @@ class ToRGB(nn.Module):
         return self.modulated_conv(x, style, bias=self.bias.view(-1), skip=skip, channels_last=False)
 
 
-class StyleGAN2GeneratorSFT(nn.Module):
-    """BasicSR's StyleGAN2 generator whose first (upsampling) conv at each resolution >= 8 px is followed
-    by a (channel-split) SFT."""
+class StyleGAN2GeneratorSFT(StyleDecoder):
+    """BasicSR's StyleGAN2 generator: an equalized-lr mapping network, transposed-conv upsampling."""
 
     def __init__(self, config: GFPGANConfig) -> None:
-        super().__init__()
         feat = config.num_style_feat
-        self.style_mlp = nn.Sequential(
+        style_mlp = nn.Sequential(
             NormStyleCode(),
             *(EqualLinear(feat, feat, lr_mul=LR_MLP, act=True) for _ in range(config.num_mlp)),
         )
-        ch = config.channels
-        self.constant_input = ConstantInput(ch(4), size=4)
-        self.style_conv1 = StyleConv(ch(4), ch(4), 3, feat)
-        self.to_rgb1 = ToRGB(ch(4), feat, upsample=False)
-        self.style_convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        in_channels = ch(4)
-        for res in (2**i for i in range(3, config.log_size + 1)):
-            self.style_convs.append(StyleConv(in_channels, ch(res), 3, feat, upsample=True))
-            self.style_convs.append(StyleConv(ch(res), ch(res), 3, feat))
-            self.to_rgbs.append(ToRGB(ch(res), feat))
-            in_channels = ch(res)
-        self.noises = nn.Module()  # one fixed map per StyleConv: 4 px, then two per resolution
-        for idx in range(len(self.style_convs) + 1):
-            res = 2 ** ((idx + 5) // 2)
-            self.noises.register_buffer(f"noise{idx}", torch.randn(1, 1, res, res))
-
-    def forward(
-        self, latent: torch.Tensor, conditions: list[tuple[torch.Tensor, torch.Tensor]], randomize_noise: bool
-    ) -> torch.Tensor:
-        """``latent`` is (B, num_latent, C); ``conditions`` is one (scale, shift) pair per resolution >= 8."""
-        fresh: list[torch.Tensor | None] = [None] * (len(self.style_convs) + 1)
-        noises = fresh if randomize_noise else list(self.noises.buffers())
-        out = self.style_conv1(self.constant_input(latent.shape[0]), latent[:, 0], noises[0])
-        skip = self.to_rgb1(out, latent[:, 1])
-        for level, (scale, shift) in enumerate(conditions):
-            i = 2 * level + 1
-            out = self.style_convs[i - 1](out, latent[:, i], noises[i], sft=(scale, shift))
-            out = self.style_convs[i](out, latent[:, i + 1], noises[i + 1])
-            skip = self.to_rgbs[level](out, latent[:, i + 2], skip)
-        return skip
+        super().__init__(config, style_mlp, StyleConv, ToRGB)
 
 
 def _sft_branch(channels: int, sft_half: bool, bias_init: float) -> nn.Sequential:
