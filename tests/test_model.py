@@ -35,10 +35,12 @@ TINY_VARIANT = GFPGANConfig(
 )
 
 
-def _random_state(config: GFPGANConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_state(
+    config: GFPGANConfig, seed: int = 0, arch: type[torch.nn.Module] = GFPGANv1Clean
+) -> dict[str, torch.Tensor]:
     """A random-init state dict with non-zero biases and noise strengths, so those terms are exercised."""
     torch.manual_seed(seed)
-    state = GFPGANv1Clean(config).state_dict()
+    state = arch(config).state_dict()
     for name, value in state.items():
         if name.endswith("bias"):
             value.add_(0.1 * torch.randn_like(value))
@@ -49,7 +51,7 @@ def _random_state(config: GFPGANConfig, seed: int = 0) -> dict[str, torch.Tensor
 
 def _tiny_model(config: GFPGANConfig = TINY) -> GFPGANv1Clean:
     model = GFPGANv1Clean(config).eval()
-    model.load_state_dict(_random_state(config), strict=True)
+    model.load_state_dict(random_state(config), strict=True)
     return model
 
 
@@ -92,7 +94,7 @@ def test_state_dict_matches_official_512() -> None:
 
 @pytest.mark.parametrize("wrap", ["params", "bare"])
 def test_params_and_bare_state_dict_load(tmp_path: Path, wrap: str) -> None:
-    state = _random_state(TINY)
+    state = random_state(TINY)
     path = _save(tmp_path, "w.pth", {"params": state} if wrap == "params" else state)
     loaded = load_gfpgan(path, config=TINY, dtype=torch.bfloat16)
     assert next(loaded.parameters()).dtype == torch.bfloat16
@@ -100,13 +102,13 @@ def test_params_and_bare_state_dict_load(tmp_path: Path, wrap: str) -> None:
 
 
 def test_params_ema_wins_over_params(tmp_path: Path) -> None:
-    ema, params = _random_state(TINY, seed=1), _random_state(TINY, seed=2)
+    ema, params = random_state(TINY, seed=1), random_state(TINY, seed=2)
     loaded = load_gfpgan(_save(tmp_path, "w.pth", {"params": params, "params_ema": ema}), config=TINY)
     assert torch.equal(loaded.final_conv.weight, ema["final_conv.weight"])
 
 
 def test_missing_key_is_named(tmp_path: Path) -> None:
-    state = _random_state(TINY)
+    state = random_state(TINY)
     del state["stylegan_decoder.noises.noise3"]
     with pytest.raises(WeightsError) as err:
         load_gfpgan(_save(tmp_path, "GFPGANv1.4.pth", {"params_ema": state}), config=TINY)
@@ -117,7 +119,7 @@ def test_missing_key_is_named(tmp_path: Path) -> None:
 
 
 def test_extra_key_is_named(tmp_path: Path) -> None:
-    state = _random_state(TINY)
+    state = random_state(TINY)
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match=r"1 unexpected key \(extra\.weight\)"):
         load_gfpgan(_save(tmp_path, "w.pth", {"params_ema": state}), config=TINY)
@@ -138,7 +140,7 @@ def test_wrong_layout_summarised_on_one_line(tmp_path: Path) -> None:
 def test_unreadable_files_fail_cleanly(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(bytes(range(256)) * 64)
-    good = _save(tmp_path, "good.pth", {"params_ema": _random_state(TINY)})
+    good = _save(tmp_path, "good.pth", {"params_ema": random_state(TINY)})
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     for path in (garbage, truncated):
@@ -183,7 +185,7 @@ def test_forward_batched_deterministic(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("config", [TINY, TINY_VARIANT], ids=["official-layout", "variant"])
 def test_parity_with_official_fp32(config: GFPGANConfig) -> None:
     official = official_gfpgan(config)
-    official.load_state_dict(_random_state(config), strict=True)
+    official.load_state_dict(random_state(config), strict=True)
     ours = GFPGANv1Clean(config).eval()
     ours.load_state_dict(official.state_dict(), strict=True)
     x = _faces(config, 2)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from clips import make_clip
+from test_model import random_state
 
 from vidrestore import kernels, models, weights
 from vidrestore.cli import main
@@ -55,15 +56,7 @@ def recipe_state() -> dict[str, torch.Tensor]:
 
 
 def _random_state(config: GFPGANConfig = TINY, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random-init state dict with non-zero biases and noise strengths, so those terms are exercised."""
-    torch.manual_seed(seed)
-    state = GFPGANv1(config).state_dict()
-    for name, value in state.items():
-        if name.endswith("bias"):
-            value.add_(0.1 * torch.randn_like(value))
-        elif value.shape == (1,):  # StyleConv noise strength, zero at init
-            value.fill_(0.2)
-    return state
+    return random_state(config, seed, GFPGANv1)
 
 
 def _frames(path: Path) -> list[np.ndarray]:

@@ -290,22 +290,15 @@ def test_restore_and_image_cli_end_to_end(
 
 
 def test_vapoursynth_filter(released: Path, offline) -> None:
-    vs = pytest.importorskip("vapoursynth")
+    pytest.importorskip("vapoursynth")
+    from test_vapoursynth import frames_clip, planes
     from vidrestore.plugins.vapoursynth import restore
 
     box = face_path(160, 120, 1)[0]
     frame = render(160, 120, box)
-    blank = vs.core.std.BlankClip(format=vs.RGB24, width=160, height=120, length=1)
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.asarray(out[p])[:] = frame[..., p]
-        return out
-
-    clip = blank.std.ModifyFrame(clips=blank, selector=fill)
+    clip = frames_clip([frame])
     got = restore(clip, model="pfsr", weights=str(released), detector="centerface", device="cpu").get_frame(0)
-    out = np.stack([np.asarray(got[p]) for p in range(3)], axis=-1)
+    out = planes(got).transpose(1, 2, 0)
     x, y, w, h = box
     assert not np.array_equal(out[y : y + h, x : x + w], frame[y : y + h, x : x + w])
     assert np.array_equal(out[:, x + w + 20 :], frame[:, x + w + 20 :])  # away from the face: untouched

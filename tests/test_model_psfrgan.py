@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -332,22 +331,14 @@ def test_image_command_python_api_and_vapoursynth_filter(tmp_path, offline, astr
     report = vidrestore.restore_video(clip.path, tmp_path / "api.mp4", progress=False, **both)
     assert report.frames == clip.frames and report.faces > 0
 
-    vs = pytest.importorskip("vapoursynth")
+    pytest.importorskip("vapoursynth")
+    from test_vapoursynth import frames_clip, planes
     from vidrestore.plugins.vapoursynth import restore
 
     frame = render(160, 120, face_path(160, 120, 1)[0])
-    blank = vs.core.std.BlankClip(format=vs.RGB24, width=160, height=120, length=1)
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        out = f.copy()
-        for p in range(3):
-            np.asarray(out[p])[:] = frame[..., p]
-        return out
-
-    src = blank.std.ModifyFrame(clips=blank, selector=fill)
-    out = restore(src, device="cpu", **{k: str(v) for k, v in both.items()}).get_frame(0)
-    planes = np.stack([np.asarray(out[p]) for p in range(3)], axis=-1)
-    assert planes.shape == frame.shape and (planes != frame).any()
+    out = restore(frames_clip([frame]), device="cpu", **{k: str(v) for k, v in both.items()}).get_frame(0)
+    got = planes(out).transpose(1, 2, 0)
+    assert got.shape == frame.shape and (got != frame).any()
 
 
 def test_parsenet_is_facexlibs_parsenet(tmp_path):
