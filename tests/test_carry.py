@@ -20,7 +20,7 @@ from vidrestore.cli import main
 from vidrestore.io import SourceFrame, VideoSource
 from vidrestore.io.carry import Hdr10, MasteringDisplay, copy_alpha, read_hdr10
 from vidrestore.io.colour import full_chroma
-from vidrestore.io.sink import output_codec
+from vidrestore.io.encoders import output_codec
 from vidrestore.options import EncodeOptions
 
 SIZE, FRAMES = 64, 3

@@ -156,3 +156,32 @@ def full_chroma(pix_fmt: str) -> str:
 def subsampled(pix_fmt: str) -> bool:
     fmt = av.VideoFormat(pix_fmt, 64, 64)
     return any(c.width < 64 or c.height < 64 for c in fmt.components)
+
+
+def compose_planes(converted: av.VideoFrame, original: av.VideoFrame, mask: np.ndarray) -> None:
+    """Put the original samples back wherever the mask is clear; a subsampled chroma sample is taken from the
+    converted frame when any luma pixel it covers is masked. Only the mask's bounding box is examined sample
+    by sample (faces are small next to the frame), the rest is copied plane-wide."""
+    height, width = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    for dst_plane, src_plane in zip(converted.planes, original.planes, strict=True):
+        dst, src = _plane_array(dst_plane, converted), _plane_array(src_plane, original)
+        ph, pw = dst.shape
+        sy, sx = -(-height // ph), -(-width // pw)  # this plane's subsampling
+        by0, by1, bx0, bx1 = y0 // sy, -(-y1 // sy), x0 // sx, -(-x1 // sx)
+        box = dst[by0:by1, bx0:bx1].copy()
+        dst[:] = src
+        m = np.zeros(((by1 - by0) * sy, (bx1 - bx0) * sx), bool)
+        part = mask[by0 * sy : by1 * sy, bx0 * sx : bx1 * sx]
+        m[: part.shape[0], : part.shape[1]] = part
+        if (sy, sx) != (1, 1):
+            m = m.reshape(by1 - by0, sy, bx1 - bx0, sx).any(axis=(1, 3))
+        np.copyto(dst[by0:by1, bx0:bx1], box, where=m)
+
+
+def _plane_array(plane: av.video.plane.VideoPlane, frame: av.VideoFrame) -> np.ndarray:
+    """A writable (height, width) view of one plane's samples."""
+    dtype = np.dtype("<u2") if frame.format.components[0].bits > 8 else np.dtype(np.uint8)
+    buf = np.frombuffer(plane, dtype)
+    return buf.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width]

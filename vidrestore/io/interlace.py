@@ -29,9 +29,9 @@ import av
 import numpy as np
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.io.colour import Converter
+from vidrestore.io.colour import Converter, compose_planes
+from vidrestore.io.encoders import output_codec
 from vidrestore.io.fields import INTERLACED_CODING, WOVEN_INTACT, Bwdif
-from vidrestore.io.sink import _compose, output_codec
 from vidrestore.io.source import SourceDescription, SourceFrame
 from vidrestore.options import EncodeOptions
 
@@ -210,7 +210,7 @@ def weave(
             continue
         field = _field(frame, parity)
         restored = convert.from_rgb(rgb[parity::2], fmt)
-        _compose(restored, field, rows)
+        compose_planes(restored, field, rows)
         for dst, src in zip(out.planes, restored.planes, strict=True):
             _rows(dst, out)[parity::2] = _rows(src, restored)
     out.pts, out.duration = frame.pts, frame.duration

@@ -13,37 +13,12 @@ cannot be renamed, is written as the frames come.
 Frames keep their pts and the stream its time base where the container can store it (Matroska counts in
 milliseconds, MP4 in at least 1/10000 s: the times stay the same).
 
-Encoder defaults (when :class:`EncodeOptions` leaves them unset):
-
-- ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``, ``.ts``: libx264, crf 18, preset medium (visually lossless, plays
-  everywhere).
-- ``.webm``: libvpx-vp9, crf 31 in constant-quality mode, cpu-used 4, row-mt (the container allows only
-  VP8/VP9/AV1).
-- ``.mpg``, ``.mpeg``: mpeg2video (FFmpeg's own default, MPEG-1, cannot code interlaced pictures).
-- ``.avi``: ffv1 (lossless). AVI counts frames instead of storing times: any codec gets the frame rate as
-  its time base, no B-frames, and the file starts at its first frame; a variable frame rate is refused.
-- libx265: crf 20, preset medium; libsvtav1: crf 28, preset 8; ffv1 and prores_ks have no crf (prores_ks
-  picks its profile from the pixel format).
-- ``pix_fmt``: the input's when the encoder takes it (which keeps 10-bit input 10-bit), else the closest the
-  encoder supports (same bit depth and chroma layout first). An odd width or height cannot be coded with
-  subsampled chroma by libx264/libx265, so such inputs get 4:4:4 at the same depth, with a notice; naming a
-  subsampled ``pix_fmt`` explicitly for them is an error. RGB input encoded as YUV is tagged with the matrix
-  used (BT.601 for SD, BT.709 for HD) and limited range.
-- Other extensions: the muxer's own default codec (libx264 where that is H.264).
-- ``codec="auto"``: that default, or its NVENC counterpart where a GPU's encoder opens and writes the same
-  stream; an NVENC encoder gets our crf and preset mapped onto its constant quality (see :mod:`.hardware`).
-- An HDR source (PQ or HLG transfer, or HDR10 metadata): libx265 (libsvtav1 for ``.webm``), 10-bit, with the
-  mastering display and content light level in the encoder's parameters (see :mod:`.carry`); libx265 in
-  MP4/MOV is tagged ``hvc1``.
-- Alpha: kept in an alpha ``pix_fmt`` where the encoder and container hold it (prores_ks, ffv1, png, qtrle,
-  utvideo; libvpx-vp9 in Matroska/WebM), with the source frame's alpha samples under restored faces too.
-  What the chosen codec cannot carry (alpha, HDR10 metadata, with a lower bit depth) is named in one notice.
+Encoder defaults, time bases and options: :mod:`.encoders`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -59,13 +34,20 @@ from vidrestore.io.carry import (
     alpha_candidates,
     copy_alpha,
     has_alpha,
-    hdr_default_codec,
     hdr_options,
     losses,
 )
-from vidrestore.io.colour import Converter, planar, subsampled
+from vidrestore.io.colour import Converter, compose_planes, planar, subsampled
+from vidrestore.io.encoders import (
+    FRAME_COUNTED,
+    encoder_options,
+    format_distance,
+    open_encoder,
+    output_codec,
+    time_base_for,
+)
 from vidrestore.io.fields import FieldMarker, code_fields
-from vidrestore.io.hardware import auto_encoder, is_nvenc, nvenc_options, nvenc_pix_fmt, require_encoder
+from vidrestore.io.hardware import auto_encoder, is_nvenc, nvenc_pix_fmt, require_encoder
 from vidrestore.io.paths import (
     check_output_path,
     is_pipe,
@@ -78,43 +60,13 @@ from vidrestore.io.routes import Route, carried_tags, open_route
 from vidrestore.io.source import SourceDescription, SourceFrame, VideoInfo
 from vidrestore.options import EncodeOptions
 
-_DEFAULT_CODECS = {
-    ".mp4": "libx264",
-    ".m4v": "libx264",
-    ".mov": "libx264",
-    ".mkv": "libx264",
-    ".ts": "libx264",
-    ".webm": "libvpx-vp9",
-    ".avi": "ffv1",
-    ".mpg": "mpeg2video",  # FFmpeg's default for MPEG-PS is MPEG-1, which has no interlaced coding
-    ".mpeg": "mpeg2video",
-}
-_RATE_TIME_BASE = frozenset({"mpeg1video", "mpeg2video"})  # encoders that refuse any other time base
-# Encoders whose time base denominator must fit in 16 bits (MPEG-4 part 2 and its relatives).
-_SHORT_TIME_BASE = frozenset({"mpeg4", "h263", "h263p", "msmpeg4", "msmpeg4v2", "wmv1", "wmv2", "flv"})
-# Muxers that store one frame per tick of the stream's time base: a finer one means a header claiming
-# that many frames per second and an empty frame written into every unused tick. They have no pts either,
-# so frames must come out in order (no B-frames) and the file starts at its first frame.
-_FRAME_COUNTED = frozenset({"avi"})
 # Encoders that store the sample aspect ratio in their bitstream, and muxers that store it themselves
 # (the others lose it: PyAV cannot set a stream's own aspect ratio). Checked with FFmpeg 8.1.
 _SAR_ENCODERS = frozenset({"libx264", "libx265", "mpeg4", "mpeg1video", "mpeg2video"})
 _SAR_MUXERS = frozenset({"mov", "mp4", "ipod", "3gp", "3g2", "psp"})
-# The same defaults by muxer, for outputs whose name has no extension (standard output, --format).
-_MUXER_CODECS = {
-    "mp4": "libx264",
-    "mov": "libx264",
-    "matroska": "libx264",
-    "mpegts": "libx264",
-    "webm": "libvpx-vp9",
-    "avi": "ffv1",
-    "mpeg": "mpeg2video",
-}
 # MP4 and MOV put their index after the media; to a pipe, which cannot seek back, they must be fragmented.
 _PIPE_OPTIONS = {"mp4": {"movflags": "frag_keyframe+empty_moov+default_base_moof"}}
 _PIPE_OPTIONS["mov"] = _PIPE_OPTIONS["ipod"] = _PIPE_OPTIONS["mp4"]
-_DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 28, "libvpx-vp9": 31}
-_DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 # Encoders whose bitstream cannot code an odd side with subsampled chroma (checked with FFmpeg 8.1).
 _EVEN_CHROMA_ONLY = frozenset({"libx264", "libx265"})
 
@@ -158,17 +110,17 @@ class VideoSink:
         self._muxer = muxer
         cpu_codec = output_codec(dst, settings, source)
         self.codec = self._auto_codec(cpu_codec, settings) if settings.codec == "auto" else cpu_codec
-        encoder = _encoder(self.codec)
+        encoder = open_encoder(self.codec)
         nvenc = is_nvenc(self.codec)
         pix_fmt = settings.pix_fmt or (nvenc_pix_fmt(info.pix_fmt) if nvenc else None)
         self.pix_fmt = self._choose_pix_fmt(encoder, pix_fmt, info)
-        options = self._carry(encoder, _encoder_options(encoder, settings))
+        options = self._carry(encoder, encoder_options(encoder, settings))
         if nvenc and settings.codec != "auto":
             require_encoder(self.codec, info.width, info.height, self.pix_fmt, options)
         self._colour = source.colour.for_output(info.pix_fmt, self.pix_fmt)
         # Frame-counted muxers have no timestamps to shift: audio that starts early (codec priming) must
         # not push the video off its frame grid.
-        container_options = {"avoid_negative_ts": "disabled"} if muxer in _FRAME_COUNTED else {}
+        container_options = {"avoid_negative_ts": "disabled"} if muxer in FRAME_COUNTED else {}
         self._pipe = is_pipe(dst)
         if not self._pipe:
             self._tmp = reserve_temp(dst)
@@ -240,7 +192,7 @@ class VideoSink:
             raise VidrestoreError(
                 f"{encoder.name} cannot code the odd frame size {size}; choose another codec"
             )
-        chosen = min(allowed, key=lambda f: _fmt_distance(info.pix_fmt, f, supported.index(f)))
+        chosen = min(allowed, key=lambda f: format_distance(info.pix_fmt, f, supported.index(f)))
         if odd and subsampled(info.pix_fmt) and not subsampled(chosen):
             self.notices.append(
                 f"the frame size {size} has an odd side, which {encoder.name} cannot code with subsampled "
@@ -290,8 +242,8 @@ class VideoSink:
             ) from None
         vs.width, vs.height, vs.pix_fmt = info.width, info.height, self.pix_fmt
         cc = vs.codec_context
-        self._time_base = _time_base(encoder.name, muxer, info.time_base, rate)
-        self._frame_counted = muxer in _FRAME_COUNTED
+        self._time_base = time_base_for(encoder.name, muxer, info.time_base, rate)
+        self._frame_counted = muxer in FRAME_COUNTED
         cc.time_base = vs.time_base = self._time_base
         cc.framerate = rate
         if self._frame_counted:
@@ -416,7 +368,7 @@ class VideoSink:
                 raise ValueError(f"mask must be {expected[:2]}, not {mask.shape}")
             converted = self._convert.from_rgb(rgb, self.pix_fmt)
             if mask is not None and self._compose:
-                _compose(converted, src, mask.astype(bool, copy=False))
+                compose_planes(converted, src, mask.astype(bool, copy=False))
             if self._alpha:
                 self._keep_alpha(converted, src)
         self._colour.tag(converted)
@@ -536,141 +488,3 @@ def fit_picture(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray
     ch, cw = min(h, height), min(w, width)
     out[dy : dy + ch, dx : dx + cw] = rgb[sy : sy + ch, sx : sx + cw]
     return out
-
-
-# -- encoder choice --------------------------------------------------------------------------------
-
-
-def _time_base(encoder: str, muxer: str, source: Fraction, rate: Fraction) -> Fraction:
-    """The source's time base, unless the encoder or the muxer needs the frame rate's (the frames' pts are
-    then rescaled onto it, and a variable frame rate is refused)."""
-    if (
-        encoder in _RATE_TIME_BASE
-        or muxer in _FRAME_COUNTED
-        or (encoder in _SHORT_TIME_BASE and source.denominator > 0xFFFF)
-    ):
-        return 1 / rate
-    return source
-
-
-def output_codec(dst: Path, settings: EncodeOptions, source: SourceDescription) -> str:
-    """The video encoder an output gets: the one asked for; else, for an HDR source, a 10-bit codec that
-    carries its metadata; else the container's default. For ``auto`` this is the CPU choice, which the sink
-    swaps for its NVENC twin where that opens and writes the same stream."""
-    if settings.codec not in (None, "auto"):
-        return settings.codec
-    muxer, muxer_default = muxer_for(dst, settings.format)
-    hdr_codec = hdr_default_codec(muxer) if source.hdr else None
-    return hdr_codec or _default_codec(dst, muxer, muxer_default)
-
-
-def _default_codec(dst: Path, muxer: str, muxer_default: str) -> str:
-    codec = _DEFAULT_CODECS.get(dst.suffix.lower()) or _MUXER_CODECS.get(muxer)
-    if codec is not None:
-        return codec
-    return "libx264" if muxer_default == "h264" else muxer_default
-
-
-def _encoder(name: str) -> av.Codec:
-    try:
-        codec = av.Codec(name, "w")
-    except ValueError:
-        raise VidrestoreError(
-            f"unknown video encoder '{name}' (try libx264, libx265, libsvtav1, ffv1, prores_ks)"
-        ) from None
-    if codec.type != "video":
-        raise VidrestoreError(f"'{name}' is a {codec.type} encoder, not a video one")
-    return codec
-
-
-def _encoder_options(encoder: av.Codec, settings: EncodeOptions) -> dict[str, str]:
-    """crf, preset and the free-form options, checked against what the encoder knows."""
-    if is_nvenc(encoder.name):
-        return nvenc_options(encoder.name, settings.crf, settings.preset, settings.encoder_opts)
-    ctx = av.CodecContext.create(encoder.name, "w")
-    known = {o.name for o in ctx.supported_options.generic} | {o.name for o in ctx.supported_options.private}
-    options: dict[str, str] = {}
-    for key, value, default in (
-        ("crf", settings.crf, _DEFAULT_CRF.get(encoder.name)),
-        ("preset", settings.preset, _DEFAULT_PRESET.get(encoder.name)),
-    ):
-        if value is not None and key not in known:
-            raise VidrestoreError(f"{encoder.name} has no {key} setting; leave it unset or use options")
-        if value is not None or default is not None:
-            options[key] = str(value if value is not None else default)
-    if encoder.name == "libvpx-vp9":
-        options.update({"cpu-used": "4", "row-mt": "1"})
-    if encoder.name == "libx265":
-        options["x265-params"] = "log-level=error"  # x265 prints its banner to stderr otherwise
-    for key, value in settings.encoder_opts.items():
-        if key not in known:
-            raise VidrestoreError(f"{encoder.name} has no option '{key}'")
-        if key == "x265-params" and encoder.name == "libx265":
-            value = f"log-level=error:{value}"
-        options[key] = str(value)
-    if encoder.name == "libsvtav1":
-        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr unless told not to
-    return options
-
-
-def _fmt_distance(src: str, cand: str, order: int) -> tuple[int, ...]:
-    """Sort key: same family, then same bit depth (deeper before shallower), then same chroma layout."""
-    a, b = av.VideoFormat(src, 64, 64), av.VideoFormat(cand, 64, 64)
-
-    def family(f: av.VideoFormat) -> str:
-        return (
-            "rgb"
-            if f.is_rgb
-            else ("gray" if len([c for c in f.components if not c.is_alpha]) == 1 else "yuv")
-        )
-
-    def chroma(f: av.VideoFormat) -> tuple[int, int]:
-        comps = [c for c in f.components if c.is_chroma]
-        return (comps[0].width, comps[0].height) if comps else (64, 64)
-
-    da, db = a.components[0].bits, b.components[0].bits
-    ca, cb = chroma(a), chroma(b)
-    alpha = any(c.is_alpha for c in b.components) and not any(c.is_alpha for c in a.components)
-    return (
-        family(a) != family(b),
-        alpha,
-        db < da,
-        abs(db - da),
-        cb[0] * cb[1] < ca[0] * ca[1],  # fewer chroma samples than the source loses detail
-        abs(cb[0] * cb[1] - ca[0] * ca[1]),
-        not planar(cand),
-        cand.startswith("yuvj"),
-        order,
-    )
-
-
-# -- plane composition -----------------------------------------------------------------------------
-
-
-def _compose(converted: av.VideoFrame, original: av.VideoFrame, mask: np.ndarray) -> None:
-    """Put the original samples back wherever the mask is clear; a subsampled chroma sample is taken from the
-    converted frame when any luma pixel it covers is masked. Only the mask's bounding box is examined sample
-    by sample (faces are small next to the frame), the rest is copied plane-wide."""
-    height, width = mask.shape
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    for dst_plane, src_plane in zip(converted.planes, original.planes, strict=True):
-        dst, src = _plane_array(dst_plane, converted), _plane_array(src_plane, original)
-        ph, pw = dst.shape
-        sy, sx = -(-height // ph), -(-width // pw)  # this plane's subsampling
-        by0, by1, bx0, bx1 = y0 // sy, -(-y1 // sy), x0 // sx, -(-x1 // sx)
-        box = dst[by0:by1, bx0:bx1].copy()
-        dst[:] = src
-        m = np.zeros(((by1 - by0) * sy, (bx1 - bx0) * sx), bool)
-        part = mask[by0 * sy : by1 * sy, bx0 * sx : bx1 * sx]
-        m[: part.shape[0], : part.shape[1]] = part
-        if (sy, sx) != (1, 1):
-            m = m.reshape(by1 - by0, sy, bx1 - bx0, sx).any(axis=(1, 3))
-        np.copyto(dst[by0:by1, bx0:bx1], box, where=m)
-
-
-def _plane_array(plane: av.video.plane.VideoPlane, frame: av.VideoFrame) -> np.ndarray:
-    """A writable (height, width) view of one plane's samples."""
-    dtype = np.dtype("<u2") if frame.format.components[0].bits > 8 else np.dtype(np.uint8)
-    buf = np.frombuffer(plane, dtype)
-    return buf.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width]
