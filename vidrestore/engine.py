@@ -21,6 +21,7 @@ from vidrestore import weights
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
+from vidrestore.faces.film import FilmContext
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
@@ -252,15 +253,25 @@ class FaceRestorer:
         return out
 
     @torch.inference_mode()
-    def restore(self, frames: torch.Tensor, faces: list[Faces] | None = None, upscale: int = 1) -> Restored:
+    def restore(
+        self,
+        frames: torch.Tensor,
+        faces: list[Faces] | None = None,
+        upscale: int = 1,
+        context: FilmContext | None = None,
+    ) -> Restored:
         """Restore (B, 3, H, W) float RGB frames in [0, 1] on the engine's device.
 
         ``faces`` gives the faces to restore in each frame (e.g. tracked and smoothed); without it they
-        are detected here. Returns new frames, ``upscale`` times larger, the faces of each, and the mask of
-        output pixels the paste changed. Pixels outside it are the input's (resampled only when upscaling).
+        are detected here. ``context`` says which track each face and which shot each frame belongs to, and
+        carries what earlier batches measured (:mod:`vidrestore.faces.film`); without it every face is its
+        own track and every frame its own shot. Returns new frames, ``upscale`` times larger, the faces of
+        each, and the mask of output pixels the paste changed. Pixels outside it are the input's (resampled
+        only when upscaling).
         """
         frames = frames.to(self.device, torch.float32)
         found = self.detect(frames) if faces is None else faces
+        context = context or FilmContext.still(found)
         t0 = time.perf_counter()
         frame_index = np.concatenate([np.full(len(f), i) for i, f in enumerate(found)]).astype(np.int64)
         landmarks = np.concatenate([f.landmarks for f in found])

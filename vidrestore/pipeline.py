@@ -55,6 +55,7 @@ class RunReport:
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tracks: list[dict[str, int]] = field(default_factory=list)
+    film: dict[str, Any] = field(default_factory=dict)  # what film matching measured (faces/film.py)
     memory_budget_mb: int = 0
     peak_rss_mb: int = 0  # the process's peak resident memory (since it started)
     peak_vram_mb: int | None = None  # the peak GPU memory allocated by torch during the run
@@ -197,9 +198,14 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
             with on_device(restorer.device):  # this thread runs the engine
                 _run_threads(source, sink, stream, fields, options, report, total)
-            report.notices = [n for n in (fields.notice, *source.notices, *plan.notices, *sink.notices) if n]
+            report.notices = [
+                n
+                for n in (fields.notice, *source.notices, *plan.notices, *sink.notices, *stream.film.notices)
+                if n
+            ]
         report.warnings = list(source.warnings)
         report.tracks = [asdict(t) for t in stream.tracks()]
+        report.film = stream.film.report
     for stage, seconds in restorer.timings.items():
         report.stages[stage] += seconds - engine_before.get(stage, 0.0)
     report.seconds = time.perf_counter() - t_start

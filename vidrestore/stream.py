@@ -31,6 +31,7 @@ import torch
 
 from vidrestore.engine import FaceRestorer
 from vidrestore.faces.detection import Faces
+from vidrestore.faces.film import FilmContext, FilmState
 from vidrestore.faces.tracking import (
     DetectionSchedule,
     SceneCutDetector,
@@ -67,6 +68,8 @@ class _Frame:
     top: float | None  # the integer code value of 1.0; None: float samples in [0, 1]
     restore: bool
     cut: bool | None  # the caller's shot boundary, or None: detected
+    index: int  # its place in the sequence
+    shot: int = 0  # the shot it belongs to, counted from the first frame, once cuts are known
 
 
 class FaceStream:
@@ -99,6 +102,8 @@ class FaceStream:
         for _ in range(start % temporal.detect_every):
             self._schedule(False)
         self._next = 0  # the index the next pushed frame gets
+        self._shot = -1  # the shot of the last frame cut detection has seen
+        self.film = FilmState()  # what the engine's film matching keeps between batches
         self._batch: list[_Frame] = []  # pushed, waiting for a full detection batch
         self._pending: deque[_Frame] = deque()  # detected, waiting for their look-ahead
         self._ready: list[tuple[_Frame, list[TrackedFace]]] = []  # final, waiting for a full restore batch
@@ -113,7 +118,7 @@ class FaceStream:
         restoring it or returning it: context for the frames around it. ``cut`` says whether a new shot starts
         at this frame, for callers who know their cuts (an edit list); None: the scene-cut detector decides.
         """
-        frame = self._upload(rgb, self._next if tag is None else tag, restore, cut)
+        frame = self._upload(rgb, self._next if tag is None else tag, restore, cut, self._next)
         self._next += 1
         out = []
         if self._batch and self._batch[0].pixels.shape != frame.pixels.shape:
@@ -133,7 +138,7 @@ class FaceStream:
         """The tracks seen so far (first and last frame, faces), as the run report lists them."""
         return self._stabilizer.tracks()
 
-    def _upload(self, rgb: np.ndarray, tag: Any, restore: bool, cut: bool | None) -> _Frame:
+    def _upload(self, rgb: np.ndarray, tag: Any, restore: bool, cut: bool | None, index: int) -> _Frame:
         """One upload per frame: the samples stay on the device, in their own type, until restored."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"a frame must be (H, W, 3) RGB, not {rgb.shape}")
@@ -143,7 +148,7 @@ class FaceStream:
         t0 = time.perf_counter()
         pixels = _to_device(rgb, self.engine.device)
         self.engine.timings["upload"] += time.perf_counter() - t0
-        return _Frame(tag, rgb, pixels.permute(2, 0, 1), rgb.dtype, top, restore, cut)
+        return _Frame(tag, rgb, pixels.permute(2, 0, 1), rgb.dtype, top, restore, cut, index)
 
     def _detect_batch(self) -> list[StreamResult]:
         """Cut detection, the schedule and the detector over the buffered batch; then track each frame."""
@@ -156,6 +161,8 @@ class FaceStream:
             found = dict(zip(wanted, self._detect(pixels, [batch[i].tag for i in wanted]), strict=True))
         for i, (frame, cut) in enumerate(zip(batch, cuts, strict=True)):
             frame.rgb = None  # only the device copy is needed from here on
+            self._shot += bool(cut) or self._shot < 0
+            frame.shot = self._shot
             self._pending.append(frame)
             self._finalise(self._stabilizer.push(found.get(i), cut))
         return self._emit(final=False)
@@ -189,7 +196,15 @@ class FaceStream:
         if self.engine.model is None or not with_faces:
             return results
         frames = torch.stack([_unit(frame) for frame, _ in chunk])
-        restored = self.engine.restore(frames, faces=[as_faces(tracked) for _, tracked in chunk])
+        context = FilmContext(
+            track_ids=np.array([f.track_id for _, tracked in chunk for f in tracked], np.int64),
+            shots=np.array([frame.shot for frame, _ in chunk], np.int64),
+            frames=np.array([frame.index for frame, _ in chunk], np.int64),
+            state=self.film,
+        )
+        restored = self.engine.restore(
+            frames, faces=[as_faces(tracked) for _, tracked in chunk], context=context
+        )
         t0 = time.perf_counter()
         idx = torch.tensor(with_faces, device=self.engine.device)
         first = chunk[0][0]

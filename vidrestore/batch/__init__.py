@@ -1,0 +1,1 @@
+"""Restoring whole archives: plan, manifest, executors (see ARCHITECTURE.md)."""
