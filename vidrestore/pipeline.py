@@ -165,8 +165,16 @@ class _Worker(threading.Thread):
             self._stop_event.set()
 
 
-def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | None = None) -> RunReport:
-    """Run the whole job; ``restorer`` lets callers reuse a loaded engine across files."""
+def run(
+    src: Path,
+    dst: Path,
+    options: VideoOptions,
+    restorer: FaceRestorer | None = None,
+    on_frames: Callable[[int, int], None] | None = None,
+) -> RunReport:
+    """Run the whole job; ``restorer`` lets callers reuse a loaded engine across files; ``on_frames(frames,
+    faces)`` hears the running totals as frames are written (the batch runner's progress; raising in it
+    stops the run like any error)."""
     t_start = time.perf_counter()
     job = options.job
     check_output_path(src, dst, overwrite=job.overwrite, format=options.encode.format)
@@ -197,7 +205,7 @@ def run(src: Path, dst: Path, options: VideoOptions, restorer: FaceRestorer | No
         with VideoSink(dst, fields.description, options.encode, overwrite=job.overwrite) as sink:
             report.codec, report.pix_fmt = sink.codec, sink.pix_fmt
             with on_device(restorer.device):  # this thread runs the engine
-                _run_threads(source, sink, stream, fields, options, report, total)
+                _run_threads(source, sink, stream, fields, options, report, total, on_frames)
             report.notices = [
                 n
                 for n in (fields.notice, *source.notices, *plan.notices, *sink.notices, *stream.film.notices)
@@ -241,6 +249,7 @@ def _run_threads(
     options: VideoOptions,
     report: RunReport,
     total: int | None,
+    on_frames: Callable[[int, int], None] | None = None,
 ) -> None:
     """Decode and encode threads around the stream; any thread's error stops all three and is re-raised."""
     depth = max(2, options.temporal.frame_batch)
@@ -272,6 +281,8 @@ def _run_threads(
                 report.frames_with_faces += faces * len(written)
                 faces = False
             progress.update(len(result.faces), len(written))
+            if on_frames is not None:
+                on_frames(report.frames, report.faces)
 
     def forward(results: list) -> bool:
         for result in results:
