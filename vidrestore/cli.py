@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(vid, EngineOptions, "model, device and faces")
     add_arguments(vid, TemporalOptions, "temporal stability")
 
+    _add_batch_parser(sub)
+
     sub.add_parser("models", help="list the restoration networks: weight file, size, speed, licence, use")
 
     ev = sub.add_parser("eval", help="measurements: 'eval temporal' (alignment stability vs ground truth)")
@@ -100,6 +102,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_weights_parser(sub)
     return parser
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "batch",
+        help="restore every video in folders, resumable (a manifest in OUTDIR/.vidrestore)",
+        epilog=EPILOG,
+        description="Restore many videos into one output folder, keeping their folder structure. Rerunning "
+        "the same command after a crash or Ctrl-C skips what is done and retries what was not; a file that "
+        "fails is recorded and the batch goes on. A report (CSV and JSON) is written to OUTDIR/.vidrestore.",
+    )
+    b.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="video files or folders")
+    b.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="the output folder")
+    g = b.add_argument_group("which files")
+    g.add_argument("-r", "--recursive", action="store_true", help="also restore the videos in subfolders")
+    g.add_argument("--ext", action="append", metavar="EXT,...", help="extensions to take (default: videos)")
+    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="only files matching GLOB")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching GLOB")
+    g.add_argument(
+        "--name", default="{name}", metavar="TEMPLATE", help="output file name: {stem}, {ext}, {name} "
+        "(default: {name}, e.g. '{stem}_restored{ext}')"
+    )  # fmt: skip
+    g.add_argument("--dry-run", action="store_true", help="print the plan, with the reason for each skip")
+    g = b.add_argument_group("failures")
+    g.add_argument("--max-attempts", type=int, default=3, metavar="N", help="tries per file, across runs "
+                   "(default: 3)")  # fmt: skip
+    g.add_argument("--halt-on-error", action="store_true", help="stop at the first failed file")
+    g.add_argument("--max-failures", type=int, metavar="N", help="stop after N failed files")
+    add_arguments(b, JobOptions, "each file")
+    add_arguments(b, EncodeOptions, "encoding")
+    add_arguments(b, EngineOptions, "model, device and faces")
+    add_arguments(b, TemporalOptions, "temporal stability")
 
 
 def _add_weights_parser(sub: argparse._SubParsersAction) -> None:
@@ -150,6 +184,34 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"vidrestore: note: {line}", file=sys.stderr)
     _log(args, report.describe())
     return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from vidrestore.batch import run_batch
+
+    settings = {s.name: getattr(args, s.name) for layer in VideoOptions.LAYERS for s in layer.settings()
+                if hasattr(args, s.name)}  # fmt: skip
+    quiet = settings.get("progress") is False
+    report = run_batch(
+        args.inputs,
+        args.output,
+        recursive=args.recursive,
+        ext=args.ext,
+        include=args.include,
+        exclude=args.exclude,
+        name=args.name,
+        dry_run=args.dry_run,
+        max_attempts=args.max_attempts,
+        halt_on_error=args.halt_on_error,
+        max_failures=args.max_failures,
+        log=print if args.dry_run else None,
+        **settings,
+    )
+    if not args.dry_run and not quiet:
+        print(report.describe(), file=sys.stderr)
+    elif report.failed:
+        print(f"vidrestore: error: {report.failed} file(s) failed; see {report.csv_path}", file=sys.stderr)
+    return 2 if report.failed and not args.dry_run else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -236,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {
             "image": cmd_image,
             "restore": cmd_restore,
+            "batch": cmd_batch,
             "models": cmd_models,
             "eval": cmd_eval,
             "weights": cmd_weights,
@@ -248,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         how = {signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}.get(signum, "interrupted")
         piped = args is not None and str(getattr(args, "output", "")) == "-"
         left = "the video on standard output is incomplete" if piped else "no partial output was left behind"
+        if args is not None and args.command == "batch":
+            left = "the files in progress are queued again; rerun the same command to resume"
         print(f"vidrestore: {how}; {left}", file=sys.stderr)
         return 128 + signum
     except MemoryError:

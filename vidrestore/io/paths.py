@@ -66,7 +66,7 @@ def check_output_path(src: Path, dst: Path, *, overwrite: bool, format: str | No
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VidrestoreError(f"{dst}: the output directory {parent} is not writable")
     muxer_for(dst, format)
-    _remove_stale_temps(dst)
+    remove_stale_temps(dst)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -112,9 +112,9 @@ def reserve_temp(dst: Path) -> Path:
     """A new hidden file beside ``dst`` with the real extension last, so FFmpeg picks the same muxer.
 
     Its name carries this process's ID, so that a later run can tell the leftovers of a killed run (``kill
-    -9``, a power cut) from the files of a run still going, and removes them (:func:`_remove_stale_temps`).
+    -9``, a power cut) from the files of a run still going, and removes them (:func:`remove_stale_temps`).
     """
-    _remove_stale_temps(dst)
+    remove_stale_temps(dst)
     for _ in range(100):
         tmp = dst.with_name(f".{dst.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{dst.suffix}")
         try:
@@ -127,7 +127,7 @@ def reserve_temp(dst: Path) -> Path:
     raise VidrestoreError(f"{dst}: cannot create a temporary file in {dst.parent}")
 
 
-def _remove_stale_temps(dst: Path) -> None:
+def remove_stale_temps(dst: Path) -> None:
     """Delete the temporary files of earlier runs for ``dst`` whose process is gone; refuse, in one line,
     when another process that is still running is writing ``dst``."""
     for tmp in dst.parent.glob(f".{glob.escape(dst.stem)}.*.part{glob.escape(dst.suffix)}"):
