@@ -85,6 +85,7 @@ def test_plan_keeps_structure_skips_with_reasons_and_finds_collisions(tree, tmp_
     assert reasons["b.mkv"] == "excluded by --exclude *.mkv"
     assert "--recursive" in {s.path.name: s.reason for s in plan([tree], out).skipped}["sub"]
     assert [f.key for f in plan([tree], tree / "out", include=["a*"]).files] == ["in/a.mp4"]
+    assert [f.key for f in plan([tree / "sub" / ".."], out).files][0] == "in/a.mp4"  # never "../a.mp4"
     (tree / "a.mkv").write_text("a")
     with pytest.raises(VidrestoreError, match="would both be written to .*a.mp4; nothing was started"):
         plan([tree], out, name="{stem}.mp4")

@@ -86,7 +86,7 @@ def run_batch(
     digest = settings_hash(options.settings())
     manifest = Manifest(out)
     if dry_run:
-        decisions = [decide(manifest, f, digest, max_attempts, options.job.overwrite) for f in planned.files]
+        decisions = [decide(manifest, f, digest, settings, max_attempts) for f in planned.files]
         for d in decisions:
             say(f"{d.action:8} {d.file.key} → {d.file.output}" + (f" ({d.reason})" if d.reason else ""))
         for s in planned.skipped:
@@ -97,24 +97,28 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     manifest.lock()
     try:
-        return _run(manifest, planned.files, digest, settings, progress, say, t0, out, executor,
-                    max_attempts=max_attempts, halt_on_error=halt_on_error, max_failures=max_failures,
-                    overwrite=options.job.overwrite)  # fmt: skip
+        return _run(
+            manifest, planned.files, digest, settings, progress, say, t0, out, executor,
+            max_attempts=max_attempts, halt_on_error=halt_on_error, max_failures=max_failures,
+        )  # fmt: skip
     finally:
         manifest.close()
 
 
-def decide(manifest: Manifest, file: Planned, digest: str, max_attempts: int, overwrite: bool) -> Decision:
+def decide(
+    manifest: Manifest, file: Planned, digest: str, settings: dict[str, Any], max_attempts: int
+) -> Decision:
     """Skip what is done (or verified), give up after ``max_attempts``, restore the rest, with the reason."""
     entry = manifest.entry(file, digest)
     exists = file.output.exists()
+    overwrite = bool(settings.get("overwrite"))
     if entry.state == "done" and exists:
         return Decision(file, "skip", "done")
     if exists and not overwrite and entry.state != "done":
         if manifest.done_elsewise(file, digest):
             reason = "the output was made from another version of the file or other settings: replaced"
             return Decision(file, "restore", reason, entry.attempts + 1, True)
-        problem = verify_output(file)
+        problem = verify_output(file, settings)
         if problem is None:
             return Decision(file, "skip", "the output exists and verifies: counted as done")
         return Decision(file, "restore", f"the existing output {problem}: replaced", entry.attempts + 1, True)
@@ -142,33 +146,23 @@ def _gave_up(entry: Entry, max_attempts: int) -> str:
     return f"gave up after {entry.attempts} attempt(s) (--max-attempts {max_attempts}); last: {last}"
 
 
-def verify_output(file: Planned) -> str | None:
-    """Why an output with no "done" record cannot count as done (unreadable, or shorter than its source), or
-    None when it opens, decodes and lasts as long as the source."""
+def verify_output(file: Planned, settings: dict[str, Any]) -> str | None:
+    """Why an output with no "done" record cannot count as done (unreadable, or fewer frames than its
+    source gives with these settings), or None when it opens, decodes and is complete."""
     from vidrestore.io.source import VideoSource
+    from vidrestore.options import JobOptions
+    from vidrestore.pipeline import expected_frames
 
     try:
         with VideoSource(file.output) as o:
-            got = o.info
-        with VideoSource(file.source) as s:
-            want = s.info
+            info = o.info
     except VidrestoreError as exc:
         return f"cannot be read ({exc})"
-    got_frames, want_frames = (
-        _frames(got.frames, got.duration, got.frame_rate),
-        _frames(want.frames, want.duration, want.frame_rate),
-    )
-    if got_frames is not None and want_frames is not None and got_frames < want_frames:
-        return f"has {got_frames} frames of {want_frames}"
-    if got.duration and want.duration and got.duration < want.duration - 0.5:
-        return f"lasts {got.duration:.1f} s of {want.duration:.1f} s"
+    got = expected_frames(info, JobOptions())  # the container's count, else duration × rate
+    want = probe_frames(file, settings)
+    if got is not None and want is not None and got < want:
+        return f"has {got} frames of {want}"
     return None
-
-
-def _frames(count: int | None, duration: float | None, rate: Any) -> int | None:
-    if count:
-        return count
-    return round(duration * rate) if duration and rate else None
 
 
 def probe_frames(file: Planned, settings: dict[str, Any]) -> int | None:
@@ -236,13 +230,12 @@ def _run(
     max_attempts: int,
     halt_on_error: bool,
     max_failures: int | None,
-    overwrite: bool,
 ) -> BatchReport:
     report = BatchReport()
     rows: dict[str, Row] = {}
     todo: deque[FileJob] = deque()
     by_key = {f.key: f for f in files}
-    for d in (decide(manifest, f, digest, max_attempts, overwrite) for f in files):
+    for d in (decide(manifest, f, digest, settings, max_attempts) for f in files):
         f = d.file
         if d.action == "skip":
             if d.reason != "done":  # a verified output: recorded, so it is not probed again next time

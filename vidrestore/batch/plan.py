@@ -98,13 +98,13 @@ def plan(
     check_name(name)
     if not inputs:
         raise VidrestoreError("give at least one input file or folder")
-    output_dir = output_dir.absolute()
+    output_dir = Path(os.path.abspath(output_dir))  # normalised: "..", "." never reach a key
     if output_dir.exists() and not output_dir.is_dir():
         raise VidrestoreError(f"{output_dir}: the output must be a folder, and this is a file")
     files: list[Planned] = []
     skipped: list[Skipped] = []
     for given in inputs:
-        root = given.absolute()
+        root = Path(os.path.abspath(given))
         if not root.exists():
             raise VidrestoreError(f"{given}: no such file or folder")
         if root.is_file():
@@ -115,7 +115,7 @@ def plan(
             if reason:
                 skipped.append(Skipped(path, reason))
             else:
-                files.append(_planned(path, f"{root.name}/{rel}", output_dir, name))
+                files.append(_planned(path, f"{root.name or 'root'}/{rel}", output_dir, name))
     _check_collisions(files)
     for suffix in sorted({f.output.suffix.lower() for f in files}):
         muxer_for(next(f.output for f in files if f.output.suffix.lower() == suffix))
