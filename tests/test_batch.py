@@ -191,11 +191,12 @@ def test_ctrl_c_queues_the_file_in_flight_again(tree, tmp_path):
 
 @pytest.fixture
 def clips(tmp_path, offline) -> Path:
-    """Two real 6-frame clips in a tree, a corrupt one, a hidden one and a macOS sidecar."""
+    """Two real 3-frame clips in a tree (one with no face: no network call), a corrupt one, a hidden one and a
+    macOS sidecar."""
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
-    make_clip(src / "one.mp4", seconds=0.25, audio=False)
-    make_clip(src / "sub" / "two.mkv", seconds=0.25, audio=False)
+    make_clip(src / "one.mp4", seconds=0.25, fps=12, audio=False)
+    make_clip(src / "sub" / "two.mkv", seconds=0.25, fps=12, audio=False, face=False)
     (src / "bad.mp4").write_bytes(b"\x00not a video" * 64)
     (src / ".hidden.mp4").write_bytes((src / "one.mp4").read_bytes())
     (src / "._one.mp4").write_bytes(b"\x00\x05\x16\x07")
@@ -223,7 +224,7 @@ def test_cli_restores_a_tree_records_the_corrupt_file_and_resumes(clips, tmp_pat
     assert main([*args, "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 file(s) failed" in err[0] and "Traceback" not in err[0]
-    assert frames(out / "in" / "one.mp4") == frames(out / "in" / "sub" / "two.mkv") == 6
+    assert frames(out / "in" / "one.mp4") == frames(out / "in" / "sub" / "two.mkv") == 3
     assert sorted(p.name for p in (out / "in").iterdir()) == ["one.mp4", "sub"]
     report = json.loads((out / ".vidrestore" / "report.json").read_text())
     bad = next(f for f in report["files"] if f["key"] == "in/bad.mp4")
@@ -237,7 +238,7 @@ def test_cli_restores_a_tree_records_the_corrupt_file_and_resumes(clips, tmp_pat
 def test_kill_9_of_the_driver_then_a_rerun_loses_and_duplicates_nothing(clips, tmp_path):
     out = tmp_path / "out"
     (clips / "bad.mp4").unlink()
-    make_clip(clips / "more.mp4", seconds=0.25, audio=False)
+    make_clip(clips / "more.mp4", seconds=0.25, fps=12, audio=False)
     args = [str(clips), "-o", str(out), "-r", "--debug-overlay", "--detector", "centerface", "-q"]
     cmd = [sys.executable, "-m", "vidrestore.cli", "batch", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -258,5 +259,5 @@ def test_kill_9_of_the_driver_then_a_rerun_loses_and_duplicates_nothing(clips, t
     finished_after = [r["key"] for r in after if r["state"] == "done"]
     keys = ["in/more.mp4", "in/one.mp4", "in/sub/two.mkv"]
     assert finished_before and sorted([*finished_before, *finished_after]) == keys  # no file twice, none lost
-    assert all(frames(out / k) == 6 for k in keys)
+    assert all(frames(out / k) == 3 for k in keys)
     assert not [p for p in out.rglob("*.part*")]
