@@ -10,6 +10,7 @@ batch goes on; a CUDA OOM is retried once at half the batch; a worker that died 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -73,7 +74,7 @@ def run_batch(
     options = job_options(settings)  # every setting checked before anything is read or written
     progress = settings.get("progress", True)
     say = log or ((lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None))
-    out = Path(output_dir).absolute()
+    out = Path(os.path.abspath(output_dir))
     planned = plan(
         [Path(p) for p in inputs],
         out,
@@ -111,21 +112,19 @@ def decide(
     """Skip what is done (or verified), give up after ``max_attempts``, restore the rest, with the reason."""
     entry = manifest.entry(file, digest)
     exists = file.output.exists()
-    overwrite = bool(settings.get("overwrite"))
     if entry.state == "done" and exists:
         return Decision(file, "skip", "done")
-    if exists and not overwrite and entry.state != "done":
+    reason = _why(entry, exists, bool(manifest.records.get(file.key)))
+    if exists and not settings.get("overwrite") and entry.state != "done":
         if manifest.done_elsewise(file, digest):
             reason = "the output was made from another version of the file or other settings: replaced"
-            return Decision(file, "restore", reason, entry.attempts + 1, True)
-        problem = verify_output(file, settings)
-        if problem is None:
+        elif (problem := verify_output(file, settings)) is None:
             return Decision(file, "skip", "the output exists and verifies: counted as done")
-        return Decision(file, "restore", f"the existing output {problem}: replaced", entry.attempts + 1, True)
+        else:
+            reason = f"the existing output {problem}: replaced"
     if entry.attempts >= max_attempts:
         return Decision(file, "give up", _gave_up(entry, max_attempts), entry.attempts)
-    seen = bool(manifest.records.get(file.key))
-    return Decision(file, "restore", _why(entry, exists, seen), entry.attempts + 1, replace_output=exists)
+    return Decision(file, "restore", reason, entry.attempts + 1, replace_output=exists)
 
 
 def _why(entry: Entry, exists: bool, seen: bool) -> str:
