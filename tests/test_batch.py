@@ -116,7 +116,7 @@ def test_failures_stay_per_file_and_resume_retries_them(tree, tmp_path, capsys):
     out = tmp_path / "out"
     (tree / "b.mkv").write_text("corrupt")
     (tree / "sub" / "c.mp4").write_text("oom then fine")
-    report = batch(tree, out)
+    report = batch(tree, out, report=tmp_path / "copy.json")
     states = {r.key: (r.state, r.attempts) for r in report.rows}
     assert states == {"in/a.mp4": ("done", 1), "in/b.mkv": ("failed", 1), "in/sub/c.mp4": ("done", 2)}
     assert [j.batch_scale for j in FakeWorker.runs if j.key == "in/sub/c.mp4"] == [1.0, 0.5]
@@ -124,6 +124,7 @@ def test_failures_stay_per_file_and_resume_retries_them(tree, tmp_path, capsys):
     assert rows[0].startswith("key,state,attempts,frames") and len(rows) == 4
     data = json.loads((out / ".vidrestore" / "report.json").read_text())
     assert data["summary"] == {"done": 2, "skipped": 0, "failed": 1, "queued": 0}
+    assert json.loads((tmp_path / "copy.json").read_text()) == data
     assert "not a video file" in report.describe()
     FakeWorker.runs = []
     again = batch(tree, out, max_attempts=2)  # only the failed file runs again, then it is given up

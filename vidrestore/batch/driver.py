@@ -26,6 +26,7 @@ from vidrestore.batch.work import Executor, FileJob, FileResult, Lost, WorkerPro
 from vidrestore.batch.worker import job_options
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.paths import remove_stale_temps
+from vidrestore.options import JobOptions, build
 
 ExecutorFactory = Callable[[dict[str, Any]], Executor]
 
@@ -59,19 +60,18 @@ def run_batch(
     **settings: Any,
 ) -> BatchReport:
     """Restore every video under ``inputs`` into ``output_dir``; ``settings`` are ``vidrestore restore``'s
-    options by Python name (``progress=False`` hides the bar). Returns the report (also written as CSV and
-    JSON in ``output_dir/.vidrestore``); a file's failure is in it, not raised.
+    options by Python name (``progress=False`` hides the bar; ``report`` is where the batch's JSON report is
+    copied). Returns the report (written as CSV and JSON in ``output_dir/.vidrestore``); a file's failure is
+    in it, not raised.
     """
     t0 = time.perf_counter()
-    if "report" in settings:
-        raise VidrestoreError(
-            "report: a batch writes its own report (OUTDIR/.vidrestore/report.json and .csv)"
-        )
     if max_attempts < 1:
         raise VidrestoreError(f"--max-attempts must be 1 or more, not {max_attempts}")
     if max_failures is not None and max_failures < 1:
         raise VidrestoreError(f"--max-failures must be 1 or more, not {max_failures}")
     options = job_options(settings)  # every setting checked before anything is read or written
+    if settings.get("report") is not None:
+        build([JobOptions], {"report": settings["report"]}, "python")  # its folder exists, and is writable
     progress = settings.get("progress", True)
     say = log or ((lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None))
     out = Path(os.path.abspath(output_dir))
@@ -149,7 +149,6 @@ def verify_output(file: Planned, settings: dict[str, Any]) -> str | None:
     """Why an output with no "done" record cannot count as done (unreadable, or fewer frames than its
     source gives with these settings), or None when it opens, decodes and is complete."""
     from vidrestore.io.source import VideoSource
-    from vidrestore.options import JobOptions
     from vidrestore.pipeline import expected_frames
 
     try:
@@ -262,7 +261,8 @@ def _run(
     finally:
         report.rows = list(rows.values())
         report.seconds = time.perf_counter() - t0
-        report.write(out / STATE_DIR)
+        copy = settings.get("report")
+        report.write(out / STATE_DIR, None if copy is None else Path(copy))
     return report
 
 

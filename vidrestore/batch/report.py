@@ -72,8 +72,9 @@ class BatchReport:
             lines.append(f"report: {self.csv_path} and {self.json_path}")
         return "\n".join(lines)
 
-    def write(self, folder: Path) -> None:
-        """report.csv and report.json, each written whole to a temporary name and renamed."""
+    def write(self, folder: Path, also: Path | None = None) -> None:
+        """report.csv and report.json (and the JSON again at ``also``: ``--report``), each written whole to a
+        temporary name and renamed."""
         folder.mkdir(parents=True, exist_ok=True)
         table = [{**asdict(r), "fps": round(r.fps, 3), "seconds": round(r.seconds, 3)} for r in self.rows]
         text = io.StringIO()
@@ -89,7 +90,9 @@ class BatchReport:
             "stopped": self.stopped,
         }
         _write_atomic(self.csv_path, text.getvalue())
-        _write_atomic(self.json_path, json.dumps(data, indent=2))
+        for path in (self.json_path, also):
+            if path is not None:
+                _write_atomic(path, json.dumps(data, indent=2))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.options import VideoOptions
 
-# Settings the batch runner owns itself: a file's progress bar and per-file report make no sense there.
+# Settings the batch runner owns itself: its progress display, and its report (``--report``) for all files.
 DRIVER_SETTINGS = ("progress", "report")
 
 
