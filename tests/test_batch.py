@@ -262,3 +262,10 @@ def test_kill_9_of_the_driver_then_a_rerun_loses_and_duplicates_nothing(clips, t
     assert finished_before and sorted([*finished_before, *finished_after]) == keys  # no file twice, none lost
     assert all(frames(out / k) == 3 for k in keys)
     assert not [p for p in out.rglob("*.part*")]
+
+
+def test_the_in_process_loop_is_the_default_and_ray_only_when_asked():
+    from vidrestore.batch.driver import choose_executor
+
+    assert choose_executor("out", device="cpu") is None
+    assert callable(choose_executor("out", ray="local")) and callable(choose_executor("out", workers=2))

@@ -130,6 +130,14 @@ def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: 3)")  # fmt: skip
     g.add_argument("--halt-on-error", action="store_true", help="stop at the first failed file")
     g.add_argument("--max-failures", type=int, metavar="N", help="stop after N failed files")
+    g = b.add_argument_group("where files run (default: in this process)")
+    g.add_argument(
+        "--ray", metavar="ADDRESS", help="Ray actors: 'local' starts a Ray here, else join ADDRESS"
+    )
+    g.add_argument("--workers", type=int, metavar="N", help="Ray CPU actors (no GPU, or --device cpu)")
+    g.add_argument(
+        "--workers-per-gpu", type=int, default=1, metavar="K", help="Ray actors on each GPU (default 1)"
+    )
     add_arguments(b, JobOptions, "each file")
     add_arguments(b, EncodeOptions, "encoding")
     add_arguments(b, EngineOptions, "model, device and faces")
@@ -187,11 +195,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from vidrestore.batch import run_batch
+    from vidrestore.batch.driver import choose_executor, run_batch
 
     settings = {s.name: getattr(args, s.name) for layer in VideoOptions.LAYERS for s in layer.settings()
                 if hasattr(args, s.name)}  # fmt: skip
     quiet = settings.get("progress") is False
+    executor = choose_executor(
+        args.output,
+        ray=args.ray,
+        workers=args.workers,
+        workers_per_gpu=args.workers_per_gpu,
+        device=str(settings.get("device", "auto")),
+    )
     report = run_batch(
         args.inputs,
         args.output,
@@ -204,6 +219,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         halt_on_error=args.halt_on_error,
         max_failures=args.max_failures,
+        executor=executor,
         log=print if args.dry_run else None,
         **settings,
     )

@@ -10,6 +10,7 @@ batch goes on; a CUDA OOM is retried once at half the batch; a worker that died 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -253,8 +254,11 @@ def _run(
     say(f"batch: {len(todo)} to restore, {len(files) - len(todo)} done or given up, into {out}")
     try:
         if todo:
+            executor = (executor_factory or _local)(settings)
+            for notice in getattr(executor, "notices", ()):
+                say(f"vidrestore: note: {notice}")
             _dispatch(
-                (executor_factory or _local)(settings), todo, rows, by_key, manifest, digest, report, say,
+                executor, todo, rows, by_key, manifest, digest, report, say,
                 progress=progress, max_attempts=max_attempts, halt_on_error=halt_on_error,
                 max_failures=max_failures,
             )  # fmt: skip
@@ -350,6 +354,35 @@ def _dispatch(
     finally:
         display.close()
         executor.close()
+
+
+def choose_executor(
+    output_dir: str | Path,
+    *,
+    ray: str | None = None,
+    workers: int | None = None,
+    workers_per_gpu: int = 1,
+    device: str = "auto",
+) -> ExecutorFactory | None:
+    """Ray actors (``vidrestore.batch.cluster``) for ``--ray local|ADDRESS``, ``--workers``,
+    ``--workers-per-gpu`` or several local GPUs when Ray is installed; otherwise None: the in-process loop,
+    and no Ray import."""
+    if ray is None and workers is None and workers_per_gpu == 1:
+        if device not in ("auto", "cuda") or importlib.util.find_spec("ray") is None:
+            return None
+        import torch
+
+        if torch.cuda.device_count() < 2:
+            return None
+    address = ray or "local"
+    out = Path(os.path.abspath(output_dir))
+
+    def make(settings: dict[str, Any]) -> Executor:
+        from vidrestore.batch.cluster import RayExecutor
+
+        return RayExecutor(settings, out, address=address, workers=workers, workers_per_gpu=workers_per_gpu)
+
+    return make
 
 
 def _local(settings: dict[str, Any]) -> Executor:
