@@ -63,6 +63,7 @@ class FileWorker:
         """Restore ``job.source`` to ``job.output`` (through a temporary name); never raises for a bad file.
 
         ``on_progress(frames, faces)`` hears running totals; an exception it raises (a cancel) goes through.
+        A job with ``chunk`` set restores only those frames, to its part file (:func:`chunks.run_chunk`).
         """
         from vidrestore.pipeline import run
 
@@ -71,7 +72,14 @@ class FileWorker:
         self.restorer.batch_size = max(1, int(self._face_batch * job.batch_scale))
         try:
             options = job_options(job.settings, job.batch_scale)
-            report = run(job.source, job.output, options, restorer=self.restorer, on_frames=on_progress)
+            if job.chunk is None:
+                report = run(job.source, job.output, options, restorer=self.restorer, on_frames=on_progress)
+            else:  # one chunk of a long file, with its context (vidrestore/batch/chunks.py)
+                from vidrestore.batch.chunks import run_chunk
+
+                report = run_chunk(
+                    job.source, job.output, options, job.chunk, restorer=self.restorer, on_frames=on_progress
+                )
         except (KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
