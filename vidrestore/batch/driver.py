@@ -160,7 +160,7 @@ def verify_output(file: Planned, settings: dict[str, Any]) -> str | None:
     got = expected_frames(info, JobOptions())  # the container's count, else duration × rate
     want = probe_frames(file, settings)
     if got is not None and want is not None and got < want:
-        return f"has {got} frames of {want}"
+        return f"has {got} of {want} frames"
     return None
 
 
