@@ -3,11 +3,13 @@ no video is decoded), and the in-process executor on real tiny clips, including 
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,9 @@ class FakeWorker:
             return FileResult(job.key, "failed", error="the GPU ran out of memory", out_of_memory=True)
         if b"die" in data:
             raise RuntimeError("worker process died")
+        while b"slow" in data:  # until a cancel raises in on_progress
+            on_progress(1, 0)
+            time.sleep(0.01)
         if on_progress is not None:
             on_progress(len(data), 1)
         tmp = job.output.with_name(f".{job.output.name}.part")
@@ -188,6 +193,16 @@ def test_ctrl_c_queues_the_file_in_flight_again(tree, tmp_path):
     assert last["in/a.mp4"]["state"] == "queued" and last["in/a.mp4"]["note"] == "interrupted"
     assert json.loads((out / ".vidrestore" / "report.json").read_text())["stopped"] == "interrupted"
     assert batch(tree, out).count("done") == 3  # the rerun: nothing lost
+
+
+def test_ctrl_c_during_a_file_stops_it_and_its_thread(tree, tmp_path):
+    (tree / "a.mp4").write_text("slow")
+    threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while the driver waits on the thread
+    with pytest.raises(KeyboardInterrupt):
+        batch(tree, tmp_path / "out")
+    assert "vidrestore-batch" not in [t.name for t in threading.enumerate()]
+    last = {r["key"]: r["state"] for r in read_records(tmp_path / "out" / ".vidrestore" / "manifest.jsonl")}
+    assert last["in/a.mp4"] == "queued"
 
 
 @pytest.fixture

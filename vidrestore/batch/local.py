@@ -39,6 +39,9 @@ class LocalExecutor:
         self._thread: threading.Thread | None = None
         self._outcome: FileResult | Lost | None = None
         self._cancel = threading.Event()
+        # Set when a job's thread ends. Not Thread.join(): on Python 3.12 a Ctrl-C that interrupts a join can
+        # leave the thread marked as stopped while it still runs, and every later join then returns at once.
+        self._ended = threading.Event()
         self._frames = 0
         self._started = 0.0
 
@@ -50,6 +53,7 @@ class LocalExecutor:
             raise RuntimeError("the local executor runs one job at a time")
         self._job, self._outcome, self._frames, self._started = job, None, 0, time.perf_counter()
         self._cancel.clear()
+        self._ended.clear()
         self._thread = threading.Thread(target=self._run, args=(job,), name="vidrestore-batch", daemon=True)
         self._thread.start()
 
@@ -60,6 +64,8 @@ class LocalExecutor:
             pass
         except BaseException as exc:  # a worker that breaks its never-raise contract: the job goes back
             self._outcome = Lost(job, f"the worker stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self._ended.set()
 
     def _on_progress(self, frames: int, faces: int) -> None:
         if self._cancel.is_set():
@@ -69,8 +75,7 @@ class LocalExecutor:
     def wait(self, timeout: float | None) -> list[tuple[FileJob, FileResult | Lost]]:
         if self._thread is None or self._job is None:
             return []
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._ended.wait(timeout):
             return []
         job, outcome = self._job, self._outcome
         self._job = self._thread = None
@@ -90,7 +95,7 @@ class LocalExecutor:
         if self._job is None or self._thread is None:
             return []
         self._cancel.set()
-        self._thread.join()
+        self._ended.wait()
         if self._outcome is not None:
             return []
         job = self._job
