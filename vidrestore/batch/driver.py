@@ -325,7 +325,7 @@ def _dispatch(
         """Cancel what is in flight: those files are queued again (the next run takes them)."""
         for job in executor.cancel():
             in_flight.pop(job.key, None)
-            manifest.append(by_key[job.key], digest, "queued", attempt=job.attempt, note=why)
+            manifest.append(by_key[job.key], digest, "queued", attempt=job.attempt, note=why, released=True)
         for job, outcome in executor.wait(0):  # files that finished while being cancelled
             record(job, outcome)
 

@@ -4,8 +4,9 @@ Only the driver writes it, one line per state change, flushed and fsynced before
 starts, so a crash at any moment leaves at worst a torn last line, which reading skips. A file's identity is
 its key (relative path), size, mtime and a hash of the settings that change its output: editing the file or
 the settings makes it a new entry, re-queued. An entry whose last state is "running" is an attempt that
-crashed. An exclusive lock (``flock``, released by the kernel however the driver dies) keeps a second driver
-out of the same output folder.
+crashed; one the driver gave back (Ctrl-C, a stop) is "queued" with ``released`` and counts as no
+attempt. An exclusive lock (``flock``, released by the kernel however the driver dies) keeps a second
+driver out of the same output folder.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Manifest:
             if (r.get("size"), r.get("mtime_ns"), r.get("settings")) == (file.size, file.mtime_ns, digest):
                 state, last = r.get("state"), r
                 attempts += r.get("state") == "running"
+                attempts -= bool(r.get("released"))  # given back unfinished (Ctrl-C, a stop): no attempt
         return Entry(state, attempts, last)
 
     def done_elsewise(self, file: Planned, digest: str) -> bool:
