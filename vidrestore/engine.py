@@ -22,7 +22,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
-from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.paste import feather_mask, paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
@@ -287,7 +287,7 @@ class FaceRestorer:
             if self.parser
             else feather_mask(self.out_size, self.device, torch.float32)
         )
-        alpha = crop_alpha(inside, mask)
+        alpha = mask.expand(len(crops), -1, -1, -1)
         if not self.spec.fidelity_control:
             alpha = alpha * (1 - self.options.fidelity)
         if upscale == 1:
@@ -302,6 +302,6 @@ class FaceRestorer:
                 [a / upscale, affines[:, :, 2:] + a.sum(axis=2, keepdims=True) * shift], 2
             )
         changed = torch.zeros(out.shape[0], out.shape[2], out.shape[3], dtype=torch.bool, device=self.device)
-        paste_faces(out, frame_index, affines, restored, alpha, changed=changed)
+        paste_faces(out, frame_index, affines, restored, alpha, changed=changed, inside=inside)
         self._tick("paste", t0)
         return Restored(out, found, changed)
