@@ -25,10 +25,12 @@ def estimate_transforms(
     ``template``: the model's 5 points in a ``face_size`` crop (default: FFHQ's, as GFP-GAN was trained).
 
     The fit is the closed-form least-squares similarity (Umeyama's, without reflection), which moves
-    continuously with the landmarks. facexlib's LMedS fit drops a point in about one frame of six under 1 %
-    landmark noise and then jumps: a still face's crop stepped 2.5 px a frame and a smoothly drifting
-    nose made it jump 5.8 px (``benchmarks/bench_masks.py``). A still gets the same fit: with no gross
-    landmark error it is closer to the true alignment, and all five points count.
+    continuously with the landmarks. facexlib's LMedS fit drops a point in about one frame of six under
+    1 % landmark noise and jumps when it does: on a real face's landmarks a still face's crop stepped 2.4
+    px a frame (99th percentile 6.7) against 1.5 (2.8), and a nose drifting smoothly made it jump 5.3 px
+    where this fit moves 0.03 (``benchmarks/bench_masks.py``). Stills use it too: LMedS only wins on a
+    landmark that is grossly wrong, and on a real face, whose points never sit exactly on the template,
+    not even there (a robust reweighted fit was measured and gained too little to be worth its noise).
     """
     if template is None:
         template = FFHQ_TEMPLATE_512 * (face_size / 512)
