@@ -75,3 +75,37 @@ def test_stills_get_parsenet_masks_as_they_are_and_no_parser_the_square():
     assert torch.equal(face_masks(_Parser(raw), restored, np.arange(3), context), raw)
     square = face_masks(None, restored, np.arange(3), FilmContext.still([np.zeros(1)] * 3))
     assert square.shape == (1, 1, 16, 16) and square[0, 0, 8, 8] == 1
+
+
+def test_a_video_with_parse_reports_its_masks_held_along_the_track(
+    tmp_path, tiny_checkpoint, offline, monkeypatch
+):
+    """End to end: ParseNet (narrow, random, official layout) masks held along the track, in the report."""
+    from clips import make_clip
+
+    import vidrestore
+    from vidrestore import weights
+    from vidrestore.models.parsenet import ParseNet, ParseNetConfig
+
+    torch.manual_seed(0)
+    parsenet = tmp_path / "parsenet.pth"
+    torch.save(
+        ParseNet(ParseNetConfig(encoder=(8, 16, 16), res_depth=1, decoder=(16, 8))).state_dict(), parsenet
+    )
+    real = weights.resolve
+    monkeypatch.setattr(
+        weights, "resolve", lambda name, **kw: parsenet if name == "parsenet" else real(name, **kw)
+    )
+    spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=1.0, audio=False)
+    report = vidrestore.restore_video(
+        spec.path,
+        tmp_path / "out.mkv",
+        weights=tiny_checkpoint,
+        detector="centerface",
+        parse=True,
+        max_frames=3,
+        progress=False,
+    )
+    masks = report.film["masks"]
+    assert masks["mask"] == "parsenet" and masks["flicker_steps"] == report.faces - 1
+    assert masks["flicker_averaged"] <= masks["flicker_parsenet"]
