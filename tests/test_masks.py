@@ -103,7 +103,7 @@ def test_a_video_with_parse_reports_its_masks_held_along_the_track(
         weights=tiny_checkpoint,
         detector="centerface",
         parse=True,
-        max_frames=3,
+        frames=3,
         progress=False,
     )
     masks = report.film["masks"]
