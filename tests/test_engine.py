@@ -52,10 +52,11 @@ def test_same_input_same_output(restorer, astronaut):
 
 def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
     """ParseNet, loaded from a random checkpoint in the official layout, gives the paste mask."""
-    from facexlib.parsing.parsenet import ParseNet
+    from vidrestore.models.parsenet import ParseNet, ParseNetConfig
 
-    torch.manual_seed(0)
-    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), tmp_path / "parsenet.pth")
+    torch.manual_seed(0)  # a narrow ParseNet: the official widths take a minute per face on a loaded CPU
+    config = ParseNetConfig(encoder=(8, 16, 16), res_depth=1, decoder=(16, 8))
+    torch.save(ParseNet(config).state_dict(), tmp_path / "parsenet.pth")
     real_resolve = weights.resolve
     monkeypatch.setattr(
         weights,
@@ -68,8 +69,13 @@ def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
     crops = torch.rand(2, 3, 64, 64)
     mask = r.parser.mask(crops)
     assert mask.shape == (2, 1, 64, 64) and mask.min() >= 0 and mask.max() <= 1
+    # ParseNet segments the restored face, as the official pipeline does, not the degraded crop.
+    parsed, parse = [], r.parser.mask
+    monkeypatch.setattr(r.parser, "mask", lambda faces: parsed.append(faces) or parse(faces))
+    monkeypatch.setattr(r, "restore_faces", lambda inputs: torch.full_like(inputs, 0.25))
     out, found, _ = r.restore(_frames(astronaut))
     assert len(found[0]) == 1 and out.shape == (1, 3, 512, 512)
+    assert len(parsed) == 1 and bool((parsed[0] == 0.25).all())
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
-from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
+from vidrestore.faces.masks import face_masks
+from vidrestore.faces.paste import paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
@@ -282,12 +283,8 @@ class FaceRestorer:
         t0 = self._tick("warp", t0)
         restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)
-        mask = (
-            self.parser.mask(crops)
-            if self.parser
-            else feather_mask(self.out_size, self.device, torch.float32)
-        )
-        alpha = crop_alpha(inside, mask)
+        mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
+        alpha = mask.expand(len(crops), -1, -1, -1)
         if not self.spec.fidelity_control:
             alpha = alpha * (1 - self.options.fidelity)
         if upscale == 1:
@@ -302,6 +299,6 @@ class FaceRestorer:
                 [a / upscale, affines[:, :, 2:] + a.sum(axis=2, keepdims=True) * shift], 2
             )
         changed = torch.zeros(out.shape[0], out.shape[2], out.shape[3], dtype=torch.bool, device=self.device)
-        paste_faces(out, frame_index, affines, restored, alpha, changed=changed)
+        paste_faces(out, frame_index, affines, restored, alpha, changed=changed, inside=inside)
         self._tick("paste", t0)
         return Restored(out, found, changed)

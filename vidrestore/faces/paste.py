@@ -41,16 +41,22 @@ def feather_mask(face_size: int, device: torch.device, dtype: torch.dtype) -> to
     return gaussian_blur(m, face_size / 60).to(dtype)
 
 
-def crop_alpha(inside: torch.Tensor, face_mask: torch.Tensor) -> torch.Tensor:
-    """Per-crop alpha: the face mask, faded out where the crop ran off the frame.
+def fill_padding(faces: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Faces whose pixels that came partly from the grey padding take their fully-inside neighbours' colour.
 
-    ``inside`` (N, 1, S, S) is the part of each crop pixel that came from the frame. It is eroded and
-    blurred so that the grey padding of faces at the frame's border never reaches the frame.
+    ``inside`` (N, 1, S, S) is the part of each crop pixel that came from the frame. A frame pixel at the
+    frame's edge samples the crop bilinearly, partly from crop pixels that straddle the edge; with their
+    colour replaced, the face is pasted with its full mask right up to the edge, and no grey comes back in.
+    The switch is a steep ramp (inside 0.99 → 1), not a step, so that a face crossing the edge changes
+    the picture continuously.
     """
-    s = inside.shape[-1]
-    r = max(1, s // 64)
-    eroded = -F.max_pool2d(-inside, 4 * r + 1, stride=1, padding=2 * r)
-    return gaussian_blur(eroded, r / 2) * face_mask
+    weight = ((inside.float() - 0.99) * 100).clamp_(0, 1)
+    if bool((weight == 1).all()):
+        return faces
+    num = F.avg_pool2d(faces.float() * weight, 5, stride=1, padding=2, count_include_pad=False)
+    den = F.avg_pool2d(weight, 5, stride=1, padding=2, count_include_pad=False)
+    extended = num / den.clamp(min=1e-6)
+    return (faces.float() * weight + extended * (1 - weight)).to(faces.dtype)
 
 
 def paste_faces(
@@ -60,13 +66,18 @@ def paste_faces(
     faces: torch.Tensor,
     alpha: torch.Tensor,
     changed: torch.Tensor | None = None,
+    inside: torch.Tensor | None = None,
 ) -> None:
     """Blend ``faces`` (N, C, S, S) into ``frames`` (B, C, H, W) in place, with ``alpha`` (N, 1, S, S).
 
     ``affines`` (N, 2, 3) map frame pixels to crop pixels. Faces are pasted in order, so a later face
     covers an earlier one where they overlap. ``changed`` (B, H, W) bool, if given, is set wherever the
-    alpha is not zero, so a caller can keep every other pixel exactly as it was.
+    alpha is not zero, so a caller can keep every other pixel exactly as it was. ``inside`` (N, 1, S, S),
+    the part of each crop pixel that came from the frame (:func:`warp_faces`), keeps the crops' grey
+    padding out of the frame (:func:`fill_padding`): the alpha is pasted as it is, up to the frame's edge.
     """
+    if inside is not None:
+        faces = fill_padding(faces, inside)
     _, _, h, w = frames.shape
     s = faces.shape[-1]
     corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64).T

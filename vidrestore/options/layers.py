@@ -142,8 +142,9 @@ class EngineOptions(Layer):
     parse: bool = setting(
         False,
         Flag(),
-        "paste through a ParseNet face mask (skin and features only; downloads 85 MB) instead of a "
-        "feathered square",
+        "paste through ParseNet's mask of the restored face (skin and features only; downloads 85 MB; on "
+        "the CPU about as slow as GFP-GAN per face), held along each track in video, instead of the "
+        "feathered square, the default of every front end (see BENCHMARKS.md)",
     )
     randomize_noise: bool = setting(
         False,
