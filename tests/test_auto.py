@@ -111,7 +111,7 @@ def test_mixed_sizes_clip_end_to_end_with_report_and_overlay(tmp_path: Path, wei
     with av.open(str(src), "w") as c:
         stream = c.add_stream("libx264", rate=12)
         stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
-        for _ in range(3):
+        for _ in range(2):
             c.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         c.mux(stream.encode())
     base = ["restore", str(src), "--model", "auto", "--weights-dir", str(weights_dir), "--detector"]
@@ -119,8 +119,8 @@ def test_mixed_sizes_clip_end_to_end_with_report_and_overlay(tmp_path: Path, wei
     report = tmp_path / "report.json"
     assert main([*base, "-o", str(tmp_path / "out.mp4"), "--report", str(report)]) == 0
     auto = json.loads(report.read_text())["film"]["auto"]
-    assert auto["faces"] == {"pfsr": 3, "gfpgan-v1.4": 3}
-    assert sorted(auto["tracks"].values(), key=str) == [{"gfpgan-v1.4": 3}, {"pfsr": 3}]
+    assert auto["faces"] == {"pfsr": 2, "gfpgan-v1.4": 2}
+    assert sorted(auto["tracks"].values(), key=str) == [{"gfpgan-v1.4": 2}, {"pfsr": 2}]
     assert "pfsr below 16 px" in auto["rule"]
     # The overlay needs no weights, and labels each face with its network.
     overlay = tmp_path / "overlay.json"
@@ -129,7 +129,7 @@ def test_mixed_sizes_clip_end_to_end_with_report_and_overlay(tmp_path: Path, wei
     args = ["restore", str(src), "--model", "auto", "--weights-dir", str(empty), "--debug-overlay"]
     args += ["--detector", "centerface", "-q", "-o", str(tmp_path / "overlay.mp4"), "--report", str(overlay)]
     assert main(args) == 0
-    assert json.loads(overlay.read_text())["film"]["auto"]["faces"] == {"pfsr": 3, "gfpgan-v1.4": 3}
+    assert json.loads(overlay.read_text())["film"]["auto"]["faces"] == {"pfsr": 2, "gfpgan-v1.4": 2}
 
 
 def test_overlay_labels_each_face_with_its_network(monkeypatch) -> None:
