@@ -1,8 +1,8 @@
 """``--model auto``: the per-track rule with hysteresis, and each front end with tiny networks of both kinds.
 
 The networks are a tiny GFP-GAN (``tiny_checkpoint``) under GFP-GAN v1.4's file name and PFSR (its only
-configuration) with random weights, in one weights folder: the registry's size and hash of v1.4 are lifted
-for the test, as a fine-tuned file in a weights folder would need.
+configuration) with its fixture's recipe weights, in one weights folder: the registry's size and hash of
+v1.4 are lifted for the test, as a fine-tuned file in a weights folder would need.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 from clips import BACKGROUND, face_patch
+from test_model_pfsr import FIXTURE as PFSR_FIXTURE
+from test_model_pfsr import _recipe_tensor
 
 from vidrestore import weights
 from vidrestore.auto import HYSTERESIS, AutoRestorer, AutoRule
 from vidrestore.cli import main
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import WeightsError
-from vidrestore.models.pfsr import PFSRGenerator
 from vidrestore.options import EngineOptions
 from vidrestore.stills import restore_image
 
@@ -49,8 +50,9 @@ def cv2_resize(img: np.ndarray, side: int) -> np.ndarray:
 def weights_dir(tmp_path_factory, tiny_checkpoint: str) -> Path:
     folder = tmp_path_factory.mktemp("auto_weights")
     shutil.copy(tiny_checkpoint, folder / weights.REGISTRY["gfpgan-v1.4"].filename)
-    torch.manual_seed(0)
-    state = PFSRGenerator().state_dict()
+    layout = json.loads((PFSR_FIXTURE / "layout.json").read_text())
+    g = torch.Generator().manual_seed(1234)
+    state = {entry["name"]: _recipe_tensor(entry, g) for entry in layout["state_dict"]}
     path = folder / weights.REGISTRY["pfsr"].filename
     torch.save({"model_state_dict": state, "step": 3, "alpha": 1.0, "iteration": 0}, path)
     return folder

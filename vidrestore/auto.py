@@ -3,11 +3,11 @@
 The rule (defaults ``--auto-models pfsr,gfpgan-v1.4 --auto-eye-px 16``): a track whose eyes are under 16 px
 apart goes to Progressive Face SR, the others to GFP-GAN v1.4. The basis (``python -m benchmarks.bench_auto``,
 BENCHMARKS.md): GFP-GAN's 512 crop puts the eyes 126 px apart, and it was trained on crops downsampled up to
-8x, that is eyes down to 16 px; below that its input is an enlargement it never saw, most of its output is
-invented, and what its input holds of the true face falls below what PFSR's 16 px input holds. PFSR was
-trained to enlarge 16 px crops (eyes 3.5 px apart) to 128 (eyes 28 px); above 16 px the source holds more
-than its 16 px input keeps. The caveat: it is measured on inputs and training ranges, not on real
-restorations (no released weights here), and the detector finds few faces with eyes under ~10 px.
+8x, that is eyes down to 16 px; below that its input is an enlargement it never saw. PFSR was trained on
+clean 16 px crops (eyes 3.5 px apart), enlarged 8x to 128 (eyes 28 px): from 8 to 16 px its input is close
+to that clean input, while above 16 px it discards the source's detail. The caveat: this rests on inputs,
+training ranges and the detector's recall (few faces under 11 px are found), not on real restorations (no
+released weights where it was measured).
 
 Decisions are per track, never per frame: a track's size is the median eye distance of its latest faces,
 first taken over all its faces in the batch where it appears; it changes network only when that median
