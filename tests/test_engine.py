@@ -84,7 +84,7 @@ def test_parse_mask_path(tiny_checkpoint, astronaut, tmp_path, monkeypatch):
         ("fidelity", -0.1, "fidelity must be from 0 to 1, not -0.1"),
         ("fidelity", "0.5", "fidelity must be a number, not '0.5'"),
         ("face_batch", 0, "face_batch must be at least 1, not 0"),
-        ("model", "v9", f"model must be one of {', '.join(model_names())}, not 'v9'"),
+        ("model", "v9", f"model must be one of {', '.join(model_names())}, auto, not 'v9'"),
         ("detector", "haar", "haar"),
         ("dtype", "int8", "int8"),
         ("device", "tpu", "tpu"),

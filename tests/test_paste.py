@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
-from vidrestore.faces.paste import feather_mask, paste_faces
+from vidrestore.faces.paste import feather_mask, fill_padding, paste_faces
 
 LANDMARKS = np.array([[[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]])
 
@@ -24,9 +24,8 @@ def test_paste_changes_nothing_outside_the_face_footprint(astronaut):
         out,
         np.array([0]),
         m,
-        torch.ones_like(crops),
+        fill_padding(torch.ones_like(crops), inside),
         feather_mask(128, frame.device, torch.float32),
-        inside=inside,
     )
     changed = (out != frame).any(dim=1)[0]
     ys, xs = np.nonzero(changed.numpy())
@@ -44,7 +43,7 @@ def test_face_at_the_border_paints_no_padding_into_the_frame():
     assert inside.min() == 0 and (crops[0, 1] > 0.4).any()  # the grey is there in the crop
     alpha = feather_mask(128, frame.device, torch.float32)
     out = frame.clone()
-    paste_faces(out, np.array([0]), m, crops, alpha, inside=inside)
+    paste_faces(out, np.array([0]), m, fill_padding(crops, inside), alpha)
     assert (out - frame).abs().max() < 2e-3
 
 
@@ -56,7 +55,7 @@ def _pasted_alpha(frame_size: tuple[int, int], landmarks: np.ndarray, size: int 
     _, inside = warp_faces(frame, np.array([0]), m, size)
     alpha = torch.zeros(1, 1, h, w)
     mask = feather_mask(size, frame.device, torch.float32)
-    paste_faces(alpha, np.array([0]), m, torch.ones(1, 1, size, size), mask, inside=inside)
+    paste_faces(alpha, np.array([0]), m, fill_padding(torch.ones(1, 1, size, size), inside), mask)
     return alpha[0, 0]
 
 
@@ -79,6 +78,6 @@ def test_no_grey_comes_back_at_any_face_size():
         crops, inside = warp_faces(frame, np.array([0]), m, 128)
         out = frame.clone()
         paste_faces(
-            out, np.array([0]), m, crops, feather_mask(128, frame.device, torch.float32), inside=inside
+            out, np.array([0]), m, fill_padding(crops, inside), feather_mask(128, frame.device, torch.float32)
         )
         assert (out - frame).abs().max() < 2e-3, eyes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import AbstractContextManager, nullcontext
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
 from vidrestore.faces.masks import face_masks
-from vidrestore.faces.paste import paste_faces
+from vidrestore.faces.paste import fill_padding, paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
@@ -128,14 +128,35 @@ class Restored(NamedTuple):
     changed: torch.Tensor  # (B, H*upscale, W*upscale) bool
 
 
+# Restored crops and their paste alphas: (N, C, S, S), or one (C, S, S) each where the faces' networks differ.
+Crops = torch.Tensor | list[torch.Tensor]
+
+
 class FaceRestorer:
     """Restores every face in batches of frames with one loaded network, detector and mask source.
 
     ``load_model=False`` gives a detector-only engine (for ``--debug-overlay`` and tracking-only runs): no
-    network weights needed. ``timings`` accumulates seconds per stage, for reports.
+    network weights needed. ``timings`` accumulates seconds per stage, for reports. ``shared`` lends another
+    engine's detector and parser (the networks of ``--model auto`` share one). ``model="auto"`` makes the
+    engine that picks a network per face track (:class:`vidrestore.auto.AutoRestorer`), so that every front
+    end takes it by name.
     """
 
-    def __init__(self, options: EngineOptions, *, progress: bool = True, load_model: bool = True):
+    def __new__(cls, options: EngineOptions, **kwargs: Any) -> FaceRestorer:
+        if cls is FaceRestorer and options.model == "auto":
+            from vidrestore.auto import AutoRestorer
+
+            return super().__new__(AutoRestorer)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        *,
+        progress: bool = True,
+        load_model: bool = True,
+        shared: FaceRestorer | None = None,
+    ):
         self.options = options
         self.spec = get_model(options.model)
         self.device = resolve_device(options.device)
@@ -176,14 +197,17 @@ class FaceRestorer:
         if self.spec.fidelity_control:  # the network's own trade-off replaces the blend in restore()
             self.controls[self.spec.fidelity_control] = options.fidelity
         self.batch_size = options.face_batch or auto_batch_size(self.device, self.dtype, self.out_size)
-        detector_weights = None
-        if options.detector == "retinaface":
-            detector_weights = weights.resolve(
-                "retinaface-r50", weights_dir=options.weights_dir, progress=progress
-            )
-        self.detector = create_detector(options.detector, self.device, weights=detector_weights)
-        self.parser = None
-        if (options.parse or "parsing" in self.spec.needs) and load_model:
+        if shared:
+            self.detector = shared.detector
+        else:
+            detector_weights = None
+            if options.detector == "retinaface":
+                detector_weights = weights.resolve(
+                    "retinaface-r50", weights_dir=options.weights_dir, progress=progress
+                )
+            self.detector = create_detector(options.detector, self.device, weights=detector_weights)
+        self.parser = shared.parser if shared else None
+        if self.parser is None and (options.parse or "parsing" in self.spec.needs) and load_model:
             from vidrestore.faces.parsing import FaceParser
 
             parse_weights = weights.resolve("parsenet", weights_dir=options.weights_dir, progress=progress)
@@ -253,6 +277,34 @@ class FaceRestorer:
             i += len(x)
         return out
 
+    def networks(self, faces: list[Faces], context: FilmContext) -> list[str]:
+        """The network each face goes to, in the engine's face order (``--debug-overlay`` labels them)."""
+        return [self.spec.name] * sum(len(f) for f in faces)
+
+    def restore_crops(
+        self, frames: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray, context: FilmContext
+    ) -> tuple[np.ndarray, Crops, Crops]:
+        """Warp, restore and mask the faces with landmarks (N, 5, 2) in ``frames[frame_index]``.
+
+        Returns their frame→crop affines (N, 2, 3), restored crops and paste alphas, at the output size.
+        ``context`` is for engines that treat tracks differently (:mod:`vidrestore.auto`).
+        """
+        t0 = time.perf_counter()
+        affines = estimate_transforms(landmarks, self.out_size, self.template)
+        crops, inside = warp_faces(frames, frame_index, affines, self.out_size)
+        halvings = self.spec.scale.bit_length() - 1
+        inputs = halve_like_pil(crops, halvings) if halvings else crops
+        t0 = self._tick("warp", t0)
+        restored = self.restore_faces(inputs)
+        t0 = self._tick("restore", t0)
+        mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
+        alpha = mask.expand(len(crops), -1, -1, -1)
+        if not self.spec.fidelity_control:
+            alpha = alpha * (1 - self.options.fidelity)
+        restored = fill_padding(restored, inside)  # pasted up to the frame's edge, with no grey coming in
+        self._tick("paste", t0)
+        return affines, restored, alpha
+
     @torch.inference_mode()
     def restore(
         self,
@@ -273,20 +325,10 @@ class FaceRestorer:
         frames = frames.to(self.device, torch.float32)
         found = self.detect(frames) if faces is None else faces
         context = context or FilmContext.still(found)
-        t0 = time.perf_counter()
         frame_index = np.concatenate([np.full(len(f), i) for i, f in enumerate(found)]).astype(np.int64)
         landmarks = np.concatenate([f.landmarks for f in found])
-        affines = estimate_transforms(landmarks, self.out_size, self.template)
-        crops, inside = warp_faces(frames, frame_index, affines, self.out_size)
-        halvings = self.spec.scale.bit_length() - 1
-        inputs = halve_like_pil(crops, halvings) if halvings else crops
-        t0 = self._tick("warp", t0)
-        restored = self.restore_faces(inputs)
-        t0 = self._tick("restore", t0)
-        mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
-        alpha = mask.expand(len(crops), -1, -1, -1)
-        if not self.spec.fidelity_control:
-            alpha = alpha * (1 - self.options.fidelity)
+        affines, restored, alpha = self.restore_crops(frames, frame_index, landmarks, context)
+        t0 = time.perf_counter()
         if upscale == 1:
             out = frames.clone()
         else:
@@ -299,6 +341,6 @@ class FaceRestorer:
                 [a / upscale, affines[:, :, 2:] + a.sum(axis=2, keepdims=True) * shift], 2
             )
         changed = torch.zeros(out.shape[0], out.shape[2], out.shape[3], dtype=torch.bool, device=self.device)
-        paste_faces(out, frame_index, affines, restored, alpha, changed=changed, inside=inside)
+        paste_faces(out, frame_index, affines, restored, alpha, changed=changed)
         self._tick("paste", t0)
         return Restored(out, found, changed)

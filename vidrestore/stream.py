@@ -188,23 +188,24 @@ class FaceStream:
     def _restore(self, chunk: list[tuple[_Frame, list[TrackedFace]]]) -> list[StreamResult]:
         """Restore one batch of final frames with their tracked faces: one download for the whole batch."""
         results = [StreamResult(frame.tag, tracked) for frame, tracked in chunk]
-        if self.overlay:
-            for result, (frame, tracked) in zip(results, chunk, strict=True):
-                result.rgb = draw_overlay(_from_device(frame.pixels.permute(1, 2, 0), frame.sample), tracked)
-            return results
-        with_faces = [i for i, (_, tracked) in enumerate(chunk) if tracked]
-        if self.engine.model is None or not with_faces:
-            return results
-        frames = torch.stack([_unit(frame) for frame, _ in chunk])
         context = FilmContext(
             track_ids=np.array([f.track_id for _, tracked in chunk for f in tracked], np.int64),
             shots=np.array([frame.shot for frame, _ in chunk], np.int64),
             frames=np.array([frame.index for frame, _ in chunk], np.int64),
             state=self.film,
         )
-        restored = self.engine.restore(
-            frames, faces=[as_faces(tracked) for _, tracked in chunk], context=context
-        )
+        faces = [as_faces(tracked) for _, tracked in chunk]
+        if self.overlay:
+            networks = iter(self.engine.networks(faces, context))
+            for result, (frame, tracked) in zip(results, chunk, strict=True):
+                rgb = _from_device(frame.pixels.permute(1, 2, 0), frame.sample)
+                result.rgb = draw_overlay(rgb, tracked, [next(networks) for _ in tracked])
+            return results
+        with_faces = [i for i, (_, tracked) in enumerate(chunk) if tracked]
+        if self.engine.model is None or not with_faces:
+            return results
+        frames = torch.stack([_unit(frame) for frame, _ in chunk])
+        restored = self.engine.restore(frames, faces=faces, context=context)
         t0 = time.perf_counter()
         idx = torch.tensor(with_faces, device=self.engine.device)
         first = chunk[0][0]
@@ -274,15 +275,16 @@ def _eight_bit(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def draw_overlay(rgb: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
-    """Boxes, the 5 landmarks, track IDs and scores, for checking detection before restoring.
+def draw_overlay(rgb: np.ndarray, faces: list[TrackedFace], networks: list[str] | None = None) -> np.ndarray:
+    """Boxes, the 5 landmarks, track IDs and scores, for checking detection before restoring; with
+    ``networks``, each face's restoration network too (``--model auto`` picks one per track).
 
     A face the detector missed in this frame (filled in by the tracker) is drawn in yellow.
     """
     out = rgb.copy()
     top = 65535 if out.dtype == np.uint16 else 1.0 if out.dtype.kind == "f" else 255
     thick = max(1, round(max(out.shape[:2]) / 400))
-    for face in faces:
+    for i, face in enumerate(faces):
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
         colour = (0, top, 0) if face.detected else (top, top, 0)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
@@ -292,6 +294,6 @@ def draw_overlay(rgb: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
             strict=True,
         ):
             cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, dot, -1)
-        label = f"#{face.track_id} {face.score:.2f}"
+        label = f"#{face.track_id} {face.score:.2f}" + (f" {networks[i]}" if networks else "")
         cv2.putText(out, label, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, colour, thick)
     return out

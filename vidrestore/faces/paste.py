@@ -6,6 +6,7 @@ rotation and scale. Only the face's footprint in the frame is resampled, never t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -63,26 +64,23 @@ def paste_faces(
     frames: torch.Tensor,
     frame_index: np.ndarray,
     affines: np.ndarray,
-    faces: torch.Tensor,
-    alpha: torch.Tensor,
+    faces: torch.Tensor | Sequence[torch.Tensor],
+    alpha: torch.Tensor | Sequence[torch.Tensor],
     changed: torch.Tensor | None = None,
-    inside: torch.Tensor | None = None,
 ) -> None:
     """Blend ``faces`` (N, C, S, S) into ``frames`` (B, C, H, W) in place, with ``alpha`` (N, 1, S, S).
 
-    ``affines`` (N, 2, 3) map frame pixels to crop pixels. Faces are pasted in order, so a later face
-    covers an earlier one where they overlap. ``changed`` (B, H, W) bool, if given, is set wherever the
-    alpha is not zero, so a caller can keep every other pixel exactly as it was. ``inside`` (N, 1, S, S),
-    the part of each crop pixel that came from the frame (:func:`warp_faces`), keeps the crops' grey
-    padding out of the frame (:func:`fill_padding`): the alpha is pasted as it is, up to the frame's edge.
+    ``faces`` and ``alpha`` may also be sequences of (C, S, S) and (1, S, S), one per face, each of its own
+    size S (faces restored by different networks). ``affines`` (N, 2, 3) map frame pixels to crop pixels.
+    Faces are pasted in order, so a later face covers an earlier one where they overlap. ``changed``
+    (B, H, W) bool, if given, is set wherever the alpha is not zero, so a caller can keep every other pixel
+    exactly as it was.
     """
-    if inside is not None:
-        faces = fill_padding(faces, inside)
     _, _, h, w = frames.shape
-    s = faces.shape[-1]
-    corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64).T
     crop_to_frame = invert_affine(affines)
     for i, b in enumerate(frame_index):
+        s = faces[i].shape[-1]
+        corners = np.array([[0, 0, 1], [s - 1, 0, 1], [0, s - 1, 1], [s - 1, s - 1, 1]], np.float64).T
         pts = crop_to_frame[i] @ corners
         x0, y0 = (max(0, int(np.floor(v.min())) - 1) for v in pts)
         x1, y1 = min(w, int(np.ceil(pts[0].max())) + 2), min(h, int(np.ceil(pts[1].max())) + 2)
@@ -90,7 +88,7 @@ def paste_faces(
             continue
         shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
         grid = sampling_grid((affines[i] @ shift)[None], (x1 - x0, y1 - y0), (s, s), frames.device)
-        src = torch.cat([faces[i : i + 1], alpha[i : i + 1]], dim=1).to(frames.dtype)
+        src = torch.cat([faces[i], alpha[i]])[None].to(frames.dtype)
         out = F.grid_sample(
             src, grid.to(frames.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
         )

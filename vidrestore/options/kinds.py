@@ -115,6 +115,23 @@ class Choice(Kind):
 
 
 @dataclass(frozen=True)
+class Choices(Kind):
+    """``count`` different values of ``choice``: a sequence in Python, comma-separated on the command line."""
+
+    choice: Choice
+    count: int
+
+    def check(self, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or len(items) != self.count:
+            raise ValueError(f"must be {self.count} names separated by commas, not {_show(value)}")
+        names = tuple(self.choice.check(v.strip() if isinstance(v, str) else v) for v in items)
+        if len(set(names)) != len(names):
+            raise ValueError(f"must be {self.count} different names, not {_show(value)}")
+        return names
+
+
+@dataclass(frozen=True)
 class Text(Kind):
     optional: bool = True
 

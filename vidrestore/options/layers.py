@@ -14,20 +14,38 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vidrestore.errors import VidrestoreError
-from vidrestore.options.kinds import Bytes, Choice, FilePath, Flag, KeyValues, Number, Seconds, Text
+from vidrestore.options.kinds import (
+    Bytes,
+    Choice,
+    Choices,
+    FilePath,
+    Flag,
+    KeyValues,
+    Number,
+    Seconds,
+    Text,
+)
 from vidrestore.options.table import TABLE, Front, Layer, OptionError, setting
 
 
-def _models() -> list[str]:
+def _networks() -> list[str]:
     from vidrestore.models import model_names
 
     return model_names()
 
 
-def _resolve_model(name: str) -> str | None:
+def _resolve_network(name: str) -> str | None:
     from vidrestore.models import canonical_name
 
     return canonical_name(name)
+
+
+def _models() -> list[str]:
+    return [*_networks(), "auto"]
+
+
+def _resolve_model(name: str) -> str | None:
+    return "auto" if name == "auto" else _resolve_network(name)
 
 
 def _dtypes() -> tuple[str, ...]:
@@ -63,7 +81,23 @@ class EngineOptions(Layer):
     model: str = setting(
         "gfpgan-v1.4",
         Choice(_models, _resolve_model),
-        "restoration network; 'vidrestore models' lists them (default: gfpgan-v1.4)",
+        "restoration network; 'vidrestore models' lists them; auto picks one per face track by its size "
+        "(--auto-models, --auto-eye-px) (default: gfpgan-v1.4)",
+    )
+    # The default pair and threshold, and the measurement behind them: vidrestore/auto.py, BENCHMARKS.md.
+    auto_models: tuple[str, str] = setting(
+        ("pfsr", "gfpgan-v1.4"),
+        Choices(Choice(_networks, _resolve_network), 2),
+        "--model auto's networks: SMALL for tracks whose eyes are closer than --auto-eye-px, LARGE for the "
+        "others (default: pfsr,gfpgan-v1.4)",
+        metavar="SMALL,LARGE",
+    )
+    auto_eye_px: float = setting(
+        16.0,
+        Number(low=0, low_open=True),
+        "--model auto's threshold: a track whose eyes are under PX pixels apart goes to the small network; "
+        "16 is where GFP-GAN's 512 crop would be enlarged beyond the 8x of its training (default: 16)",
+        metavar="PX",
     )
     weights: Path | None = setting(
         None, FilePath(), "use this checkpoint instead of the downloaded one (not hash-checked)"
@@ -154,6 +188,14 @@ class EngineOptions(Layer):
         vapoursynth=False,
     )
     model_config: Any = None  # an architecture configuration; None: read the layout off the checkpoint
+
+    def check(self) -> None:
+        if self.model == "auto" and self.weights is not None:
+            raise OptionError(
+                "weights",
+                f"names one checkpoint, but model auto runs two ({', '.join(self.auto_models)}): put both "
+                "files in a weights folder (--weights-dir) instead",
+            )
 
 
 @dataclass(frozen=True)
