@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from vidrestore import weights
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
+from vidrestore.faces.colour import colour_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
@@ -286,6 +287,16 @@ class FaceRestorer:
             self.parser.mask(crops)
             if self.parser
             else feather_mask(self.out_size, self.device, torch.float32)
+        )
+        restored = colour_faces(
+            restored,
+            crops,
+            mask * inside,
+            frames,
+            frame_index,
+            context,
+            self.options.color,
+            self.spec.colourises,
         )
         alpha = crop_alpha(inside, mask)
         if not self.spec.fidelity_control:

@@ -48,6 +48,12 @@ def _detectors() -> tuple[str, ...]:
     return DETECTORS
 
 
+def _colour_modes() -> tuple[str, ...]:
+    from vidrestore.faces.colour import COLOUR_MODES
+
+    return COLOUR_MODES
+
+
 def _hwaccels() -> tuple[str, ...]:
     from vidrestore.io.hardware import HWACCELS
 
@@ -144,6 +150,14 @@ class EngineOptions(Layer):
         Flag(),
         "paste through a ParseNet face mask (skin and features only; downloads 85 MB) instead of a "
         "feathered square",
+    )
+    color: str = setting(
+        "match",
+        Choice(_colour_modes),
+        "the restored face's colour: match (the source face's mean luma and skin tone under the mask, "
+        "luma detail from the network), keep (luma restored, chroma the source's), restore (the network's "
+        "own); faces of black-and-white shots stay exactly grey, except with restore and a colourising "
+        "model (gfpgan-v1) (default: match)",
     )
     randomize_noise: bool = setting(
         False,
