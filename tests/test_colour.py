@@ -59,7 +59,7 @@ def test_match_takes_the_source_tone_under_the_mask_and_keeps_luma_detail():
     source[..., :4, :] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)  # red, outside the mask: ignored
     restored = _face((0.50, 0.52, 0.60), seed=2, spread=0.3)
     w = _mask()
-    y, c = match_colour(restored, source, w)
+    y, c = match_colour(to_ycc(restored), to_ycc(source), w)
     sy, sc = to_ycc(source)
     ry, _ = to_ycc(restored)
     (cm, cd), (scm, scd) = _weighted(c, w), _weighted(sc, w)

@@ -83,14 +83,18 @@ def _moments(x: torch.Tensor, w: torch.Tensor, total: torch.Tensor) -> tuple[tor
     return mean, var.sqrt()
 
 
-def match_colour(restored: torch.Tensor, source: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The restored faces with the source faces' mean luma and chroma mean and deviation, under ``weight``.
+def match_colour(
+    restored: tuple[torch.Tensor, torch.Tensor],
+    source: tuple[torch.Tensor, torch.Tensor],
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The restored faces' (luma, chroma) given the source faces' mean luma and chroma mean and deviation.
 
     Luma keeps the network's detail and contrast (only its mean moves); each chroma channel is shifted and
-    scaled, the gain bounded so that a nearly grey restored face does not have its noise blown up.
+    scaled, the gain bounded so that a nearly grey restored face does not have its noise blown up. Statistics
+    are weighted by ``weight`` (the face mask).
     """
-    y, c = to_ycc(restored)
-    sy, sc = to_ycc(source)
+    (y, c), (sy, sc) = restored, source
     total = weight.sum(dim=(2, 3), keepdim=True).clamp(min=_EPS)
     my, _ = _moments(y, weight, total)
     msy, _ = _moments(sy, weight, total)
@@ -101,8 +105,8 @@ def match_colour(restored: torch.Tensor, source: torch.Tensor, weight: torch.Ten
 
 
 def chroma_difference(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(N,) mean distance between the chroma of ``a`` and ``b`` under ``weight``, in 8-bit code values."""
-    d = (to_ycc(a)[1] - to_ycc(b)[1]).norm(dim=1, keepdim=True) * 255
+    """(N,) mean distance of chroma ``a`` from ``b`` (N, 2, H, W) under ``weight``, in 8-bit code values."""
+    d = ((a[:, :1] - b[:, :1]) ** 2 + (a[:, 1:] - b[:, 1:]) ** 2).sqrt_() * 255
     return (d * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3)).clamp(min=_EPS)
 
 
@@ -144,22 +148,23 @@ def colour_faces(
     weight = weight.expand(len(restored), 1, -1, -1)
     shot_neutral = torch.from_numpy(_neutral_shots(state, context, frames)[frame_index]).to(restored.device)
     face_neutral = shot_neutral & (colourful(crops, weight > 0.5) <= NEUTRAL_FRACTION)
-    before = chroma_difference(restored, crops, weight)
+    y, c = to_ycc(restored)
+    source = to_ycc(crops)
+    before = chroma_difference(c, source[1], weight)
     grey = torch.zeros_like(face_neutral) if adds_colour(mode, colourises) else face_neutral
     if mode == "restore" and not grey.any():
-        out = restored
+        out, after = restored, before
     else:
         if mode == "match":
-            y, c = match_colour(restored, crops, weight)
-        else:
-            y, c = to_ycc(restored)
-            if mode == "keep":
-                c = to_ycc(crops)[1]
+            y, c = match_colour((y, c), source, weight)
+        elif mode == "keep":
+            c = source[1]
         c = torch.where(grey.view(-1, 1, 1, 1), 0.0, c)
         out = from_ycc(y, c).clamp_(0, 1)
         if mode == "restore":
             out = torch.where(grey.view(-1, 1, 1, 1), out, restored)
-    _account(state, context, mode, face_neutral, grey, before, chroma_difference(out, crops, weight))
+        after = chroma_difference(to_ycc(out)[1], source[1], weight)
+    _account(state, context, mode, face_neutral, grey, before, after)
     state["neutral"] = grey  # per face of this batch: the grain step must keep these faces grey too
     return out
 
