@@ -164,3 +164,22 @@ def test_a_grey_yuv420p_film_keeps_neutral_chroma_through_the_cli(tmp_path: Path
     assert "black-and-white source" in capsys.readouterr().err
     film = json.loads(report.read_text())["film"]["colour"]
     assert film["faces_kept_neutral"] == film["faces"] >= 3 and film["mode"] == "match"
+
+
+def test_the_vapoursynth_filter_keeps_a_grey_float_clip_grey(tiny_checkpoint):
+    """The filter takes color=; RGBS frames of a grey film come back with R = G = B, the faces restored."""
+    pytest.importorskip("vapoursynth")
+    import vapoursynth as vs
+    from test_vapoursynth import face_frames, frames_clip, planes, tiny
+
+    grey = [
+        np.repeat(f.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2) for f in face_frames(4)
+    ]
+    source = frames_clip(grey, vs.RGBS)
+    clip = tiny(source, tiny_checkpoint, segment=2, frame_batch=2, color="restore")
+    changed = 0
+    for src, out in zip(source.frames(), clip.frames(), strict=True):
+        p = planes(out)
+        assert np.array_equal(p[0], p[1]) and np.array_equal(p[1], p[2])
+        changed += not np.array_equal(p, planes(src))
+    assert changed == 2
