@@ -20,8 +20,11 @@ channels more than 3/255 apart; a shot is black and white while every frame of i
 (``context.shots``: re-checked at every cut, so a colour shot after a black-and-white one is colour), and a
 face is kept neutral when its shot is and its own source crop is too. Such a face gets chroma exactly 0, so a
 neutral source stays neutral to the last code value in the file. Only ``--color restore`` with a colourising
-model (``ModelSpec.colourises``) adds colour to it. The first :data:`LEAD_IN` frames of the stream (2 s at
-24 fps) decide whether the notice says the source or one of its shots is black and white.
+model (``ModelSpec.colourises``) adds colour to it. The first :data:`LEAD_IN` frames the engine sees (2 s at
+24 fps; the stream hands it only batches with faces) decide whether the notice and the report say the source
+starts black and white or a later shot is. Shots that ended are dropped from the state as the next begins.
+The faces kept neutral in the current batch are in ``state.of("colour")["neutral"]``: a later step that adds
+per-channel noise (grain) must add the same noise to all three channels of those faces.
 """
 
 from __future__ import annotations
