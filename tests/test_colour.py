@@ -173,7 +173,7 @@ def test_the_vapoursynth_filter_keeps_a_grey_float_clip_grey(tiny_checkpoint):
     from test_vapoursynth import face_frames, frames_clip, planes, tiny
 
     grey = [
-        np.repeat(f.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2) for f in face_frames(4)
+        np.repeat(f.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2) for f in face_frames(2)
     ]
     source = frames_clip(grey, vs.RGBS)
     clip = tiny(source, tiny_checkpoint, segment=2, frame_batch=2, color="restore")
