@@ -245,14 +245,26 @@ def test_restore_a_clip_end_to_end(tmp_path: Path, offline, tiny_v1: Path, tiny_
 def test_a_grey_still_comes_back_in_colour(
     tmp_path: Path, offline, tiny_v1: Path, tiny_checkpoint: str, astronaut
 ):
-    """GFPGANv1 colourises: the engine must not turn its output back to grey (other models keep grey grey)."""
+    """GFPGANv1 colourises when asked (--color restore): the engine must not turn its output back to grey
+    (other models keep grey grey, asked or not)."""
     src = tmp_path / "grey.png"
     write_image(
         src, (astronaut.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
     )
     for model, ckpt in (("gfpgan-v1", tiny_v1), ("gfpgan-v1.4", tiny_checkpoint)):
         dst = tmp_path / f"{model}.png"
-        args = ["image", str(src), "-o", str(dst), "--model", model, "--weights", str(ckpt)]
+        args = [
+            "image",
+            str(src),
+            "-o",
+            str(dst),
+            "--model",
+            model,
+            "--weights",
+            str(ckpt),
+            "--color",
+            "restore",
+        ]
         assert main([*args, "--detector", "centerface", "-q"]) == 0
         out = read_image(dst)
         if model == "gfpgan-v1":

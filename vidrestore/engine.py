@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from vidrestore import weights
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
+from vidrestore.faces.colour import colour_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
 from vidrestore.faces.masks import face_masks
@@ -298,6 +299,16 @@ class FaceRestorer:
         restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)
         mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
+        restored = colour_faces(
+            restored,
+            crops,
+            mask * inside,
+            frames,
+            frame_index,
+            context,
+            self.options.color,
+            self.spec.colourises,
+        )
         alpha = mask.expand(len(crops), -1, -1, -1)
         if not self.spec.fidelity_control:
             alpha = alpha * (1 - self.options.fidelity)

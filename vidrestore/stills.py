@@ -11,6 +11,7 @@ import numpy as np
 
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
+from vidrestore.faces.colour import adds_colour
 from vidrestore.io.images import IMAGE_SUFFIXES, image_to_tensor, read_still, tensor_to_image, write_image
 from vidrestore.memory import fit_to_memory
 from vidrestore.options import TemporalOptions
@@ -91,7 +92,7 @@ class Summary:
 def restore_image(restorer: FaceRestorer, img: np.ndarray, upscale: int = 1) -> tuple[np.ndarray, int]:
     """Restore one decoded image (any layout :func:`read_still` returns); returns it and its face count."""
     t, layout = image_to_tensor(img, restorer.device)
-    if layout.channels == 1 and restorer.spec.colourises:
+    if layout.channels == 1 and adds_colour(restorer.options.color, restorer.spec.colourises):
         layout = replace(layout, channels=3)  # the colour such a model gave a grey face is what it is for
     result = restorer.restore(t, upscale=upscale)
     return tensor_to_image(result.frames, layout, img, upscale), len(result.faces[0])

@@ -66,6 +66,12 @@ def _detectors() -> tuple[str, ...]:
     return DETECTORS
 
 
+def _colour_modes() -> tuple[str, ...]:
+    from vidrestore.faces.colour import COLOUR_MODES
+
+    return COLOUR_MODES
+
+
 def _hwaccels() -> tuple[str, ...]:
     from vidrestore.io.hardware import HWACCELS
 
@@ -179,6 +185,14 @@ class EngineOptions(Layer):
         "paste through ParseNet's mask of the restored face (skin and features only; downloads 85 MB; on "
         "the CPU about as slow as GFP-GAN per face), held along each track in video, instead of the "
         "feathered square, the default of every front end (see BENCHMARKS.md)",
+    )
+    color: str = setting(
+        "match",
+        Choice(_colour_modes),
+        "the restored face's colour: match (the source face's mean luma and skin tone under the mask, "
+        "luma detail from the network), keep (luma restored, chroma the source's), restore (the network's "
+        "own); faces of black-and-white shots stay exactly grey, except with restore and a colourising "
+        "model (gfpgan-v1) (default: match)",
     )
     randomize_noise: bool = setting(
         False,
