@@ -213,7 +213,7 @@ class RayExecutor:
                 ray.init(address="local", _temp_dir=str(temp), num_gpus=num_gpus, **quiet)
             else:
                 ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # Ray raises plain Exception when its processes do not come up in time
             where = "start a local Ray" if address == "local" else f"join the Ray cluster at {address}"
             raise ClusterError(f"could not {where}: {one_line(exc)}") from exc
 
