@@ -113,6 +113,7 @@ def main() -> None:
         checkpoint = work / "tiny.pth"
         torch.manual_seed(0)
         torch.save({"params_ema": GFPGANv1Clean(TINY).state_dict()}, checkpoint)
+        (work / "in").mkdir()
         clips = [
             make_clip(
                 work / "in" / f"clip{i:02}.mp4", size=(width, height), seconds=args.seconds, audio=False

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from vidrestore.batch.cluster import (
     ray_temp_dir,
 )
 from vidrestore.batch.work import FileJob, FileResult, Lost
-from vidrestore.errors import ClusterError
+from vidrestore.errors import ClusterError, VidrestoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = "tests.fake_worker:FakeWorker"
@@ -50,6 +55,12 @@ def test_placed_settings_make_paths_absolute_and_pick_the_actors_device(monkeypa
     placed = placed_settings({"weights": Path("w.pth"), "device": "cuda:1", "crf": 18}, gpu=True)
     assert placed == {"weights": tmp_path / "w.pth", "device": "cuda", "crf": 18}
     assert placed_settings({"device": "auto"}, gpu=False)["device"] == "cpu"
+
+
+def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if the extra were missing
+    with pytest.raises(ClusterError, match=r'pip install "vidrestore\[ray\]"'):
+        RayExecutor({}, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +134,76 @@ def test_worker_setup_error_is_one_line(local_ray, tmp_path):
     settings = {"device": "auto", "fail_setup": "no weights here"}
     with pytest.raises(ClusterError, match=r"could not start: no weights here$"):
         RayExecutor(settings, tmp_path, worker=FAKE, workers=1)
+
+
+# The batch driver over Ray (vidrestore.batch.driver comes from the batch branch).
+KILLED_DRIVER = """
+import sys
+from pathlib import Path
+from vidrestore.batch.cluster import RayExecutor
+from vidrestore.batch.driver import run_batch
+src, out, address = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+factory = lambda s: RayExecutor(s, out, address=address, worker="tests.fake_worker:FakeWorker", workers=1)
+run_batch([src], out, executor=factory, progress=False, detector="centerface")
+"""
+
+
+def _tree(tmp_path: Path, *names: str) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in names:
+        (src / f"{name}.mp4").write_text(name)
+    return src
+
+
+def _states(out: Path) -> dict[str, list[str]]:
+    """Each file's manifest states, in order."""
+    states: dict[str, list[str]] = {}
+    for line in (out / ".vidrestore" / "manifest.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        states.setdefault(record["key"], []).append(record["state"])
+    return states
+
+
+def test_driver_over_ray_requeues_a_dead_worker_records_failures_and_follows_settings(local_ray, tmp_path):
+    run_batch = pytest.importorskip("vidrestore.batch.driver").run_batch
+    src, out = _tree(tmp_path, "good", "crash", "corrupt"), tmp_path / "out"
+
+    def batch(**settings):
+        factory = lambda s: RayExecutor(s, out, worker=FAKE)  # noqa: E731
+        return run_batch([src], out, executor=factory, progress=False, detector="centerface", **settings)
+
+    rows = {r.key: r for r in batch().rows}
+    assert rows["in/good.mp4"].state == rows["in/crash.mp4"].state == "done"
+    assert rows["in/crash.mp4"].attempts == 2  # its actor died once: requeued, then done
+    assert rows["in/corrupt.mp4"].state == "failed" and rows["in/corrupt.mp4"].error.endswith("not a video")
+    assert _states(out)["in/crash.mp4"] == ["queued", "running", "queued", "running", "done"]
+    rows = {r.key: r for r in batch(max_attempts=1).rows}  # nothing to do again but the failed file
+    assert rows["in/good.mp4"].state == "skipped"
+    rows = {r.key: r for r in batch(crf=30).rows}  # new settings: every file again
+    assert rows["in/good.mp4"].state == rows["in/crash.mp4"].state == "done"
+    with pytest.raises(VidrestoreError, match="would both be written"):  # found before any worker starts
+        run_batch([src], out, name="same{ext}", executor=None, progress=False)
+
+
+def test_killed_driver_then_a_rerun_over_ray(local_ray, tmp_path):
+    run_batch = pytest.importorskip("vidrestore.batch.driver").run_batch
+    src, out = _tree(tmp_path, "slow1", "slow2"), tmp_path / "out"
+    address = local_ray.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-c", KILLED_DRIVER, str(src), str(out), address]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    manifest = out / ".vidrestore" / "manifest.jsonl"
+    deadline = time.monotonic() + 60
+    while not (manifest.exists() and '"running"' in manifest.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-file: its actor goes with it
+    proc.wait()
+    factory = lambda s: RayExecutor(s, out, worker=FAKE)  # noqa: E731
+    rows = {
+        r.key: r for r in run_batch([src], out, executor=factory, progress=False, detector="centerface").rows
+    }
+    assert {r.state for r in rows.values()} <= {"done", "skipped"}
+    states = _states(out)
+    assert all(s[-1] == "done" and s.count("done") == 1 for s in states.values()), states
+    assert sorted(p.name for p in (out / "in").iterdir()) == ["slow1.mp4", "slow2.mp4"]

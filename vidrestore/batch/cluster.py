@@ -169,35 +169,41 @@ class RayExecutor:
             raise ClusterError('Ray is not installed: pip install "vidrestore[ray]"') from exc
         self._ray = ray
         self.notices: list[str] = []
-        self._owned = not ray.is_initialized()
-        if self._owned:
-            self._connect(address, out_dir, num_gpus, log_to_driver)
-        node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        self._plan = plan_actors(
-            gpus, node_cpus, str(settings.get("device", "auto")), workers, workers_per_gpu
-        )
-        self._settings = dict(settings)
-        self._worker = worker
-        self._actor_class = ray.remote(FileActor).options(
-            num_gpus=self._plan.num_gpus, num_cpus=self._plan.num_cpus, max_concurrency=2
-        )
-        self._actors: dict[int, Any] = {
-            i: self._actor_class.remote(worker, self._settings) for i in range(self._plan.count)
-        }
+        self._actors: dict[int, Any] = {}
         self._names: dict[int, str] = {}
         self._running: dict[Any, tuple[int, FileJob]] = {}  # ObjectRef of a run -> (actor slot, job)
         self._polls: dict[Any, int] = {}  # ObjectRef of a progress call -> actor slot
         self._seen: dict[int, WorkerProgress] = {}
         self._cancelled = False
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            self._connect(address, out_dir, num_gpus, log_to_driver)
+        try:
+            self._start(settings, worker, workers, workers_per_gpu)
+        except BaseException:  # a bad setting, a worker that cannot start, Ctrl-C while models load
+            self.close()
+            raise
+
+    def _start(
+        self, settings: dict[str, Any], worker: str, workers: int | None, workers_per_gpu: int
+    ) -> None:
+        """Start the actors and wait until each has built its worker: a setup error stops the batch once."""
+        ray = self._ray
+        node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        device = str(settings.get("device", "auto"))
+        plan = plan_actors(gpus, node_cpus, device, workers, workers_per_gpu)
+        self._settings, self._worker = dict(settings), worker
+        self._actor_class = ray.remote(FileActor).options(
+            num_gpus=plan.num_gpus, num_cpus=plan.num_cpus, max_concurrency=2
+        )
+        self._actors = {i: self._actor_class.remote(worker, self._settings) for i in range(plan.count)}
         try:
             described = ray.get([self._actors[i].describe.remote() for i in self._actors])
         except ray.exceptions.RayError as exc:
-            self.close()
             raise ClusterError(f"Ray workers could not start: {_reason(exc)}") from exc
         for i, (host, device, error) in zip(self._actors, described, strict=True):
             if error:
-                self.close()
                 raise ClusterError(f"Ray worker on {host} could not start: {error}")
             self._names[i] = f"ray{i} {device}@{host}"
 
