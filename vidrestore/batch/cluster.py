@@ -210,7 +210,7 @@ class RayExecutor:
     def _connect(self, address: str, out_dir: Path, num_gpus: int | None, log_to_driver: bool) -> None:
         ray = self._ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        quiet = dict(log_to_driver=log_to_driver, logging_level=logging.WARNING, include_dashboard=False)
+        quiet = dict(log_to_driver=log_to_driver, logging_level=logging.ERROR, include_dashboard=False)
         try:
             if address == "local":
                 temp, notice = ray_temp_dir(out_dir)
