@@ -8,7 +8,7 @@ one file in flight per actor, and shuts Ray down. Start-up (Ray, the actors, the
 the files, so the table shows both the overhead per file and the fixed cost per batch.
 
     python -m benchmarks.bench_batch [--files 20] [--seconds 0.5] [--size 160x120] [--workers 1,2]
-        [--out benchmarks/results/ray_cpu_<date>.json]
+        [--threads 1] [--out benchmarks/results/ray_cpu_<date>.json]
 """
 
 from __future__ import annotations
@@ -103,8 +103,13 @@ def main() -> None:
     ap.add_argument("--size", default="160x120")
     ap.add_argument("--workers", default="1,2", help="Ray worker counts to run")
     ap.add_argument("--worker", default=FILE_WORKER, help="the worker class, module:Class")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each worker, the loop's too")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    # The same threads per worker everywhere (Ray's actors inherit the variable from the Ray we start): on a
+    # shared, loaded machine a 2-thread team is many times slower than one thread: it would hide Ray's cost.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
     date = datetime.date.today().isoformat()
     out = args.out or Path("benchmarks/results") / f"ray_cpu_{date}.json"
     width, height = map(int, args.size.split("x"))
@@ -149,6 +154,7 @@ def main() -> None:
                 "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
                 "versions": {**versions(), "ray": _ray_version()},
                 "clips": {"files": args.files, "seconds": args.seconds, "size": args.size},
+                "threads_per_worker": args.threads,
                 "rows": rows,
             },
             indent=2,
