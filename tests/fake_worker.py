@@ -17,7 +17,7 @@ from vidrestore.errors import VidrestoreError
 
 class FakeWorker:
     """``crash`` in the name: the process dies (once: a marker beside the source remembers it); ``corrupt``: a
-    failed result; ``raise``: an exception escapes; ``slow``: two seconds of progress; else a copy."""
+    failed result; ``raise``: an exception escapes; ``slow``: a second of progress; else a copy."""
 
     def __init__(self, settings: dict[str, Any]):
         if settings.get("fail_setup"):
@@ -34,7 +34,7 @@ class FakeWorker:
             return FileResult(job.key, "failed", error=f"{job.source}: not a video", device=self.device)
         if "raise" in name:
             raise ValueError("fake worker bug")
-        for frame in range(1, 21 if "slow" in name else 2):
+        for frame in range(1, 11 if "slow" in name else 2):
             if on_progress:
                 on_progress(frame, 0)
             time.sleep(0.1 if "slow" in name else 0)

@@ -170,7 +170,7 @@ def test_driver_over_ray_requeues_a_dead_worker_records_failures_and_follows_set
     src, out = _tree(tmp_path, "good", "crash", "corrupt"), tmp_path / "out"
 
     def batch(**settings):
-        factory = lambda s: RayExecutor(s, out, worker=FAKE)  # noqa: E731
+        factory = lambda s: RayExecutor(s, out, worker=FAKE, workers=1)  # noqa: E731
         return run_batch([src], out, executor=factory, progress=False, detector="centerface", **settings)
 
     rows = {r.key: r for r in batch().rows}
@@ -199,7 +199,7 @@ def test_killed_driver_then_a_rerun_over_ray(local_ray, tmp_path):
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)  # mid-file: its actor goes with it
     proc.wait()
-    factory = lambda s: RayExecutor(s, out, worker=FAKE)  # noqa: E731
+    factory = lambda s: RayExecutor(s, out, worker=FAKE, workers=1)  # noqa: E731
     rows = {
         r.key: r for r in run_batch([src], out, executor=factory, progress=False, detector="centerface").rows
     }
