@@ -246,6 +246,7 @@ class RayExecutor:
     def _outcome(self, ref: Any) -> tuple[FileJob, FileResult | Lost]:
         errors = self._ray.exceptions
         slot, job = self._running.pop(ref)
+        self._seen.pop(slot, None)  # its last progress answer was about this job
         try:
             return job, self._ray.get(ref)
         except errors.RayTaskError as exc:
@@ -279,6 +280,7 @@ class RayExecutor:
         """The last answer of each actor, polled without blocking: each call collects what came back and asks
         the idle pollers again."""
         ray = self._ray
+        running = {slot: job.key for slot, job in self._running.values()}
         if self._polls:
             ready = ray.wait(list(self._polls), num_returns=len(self._polls), timeout=0)[0]
             for ref in ready:
@@ -287,7 +289,7 @@ class RayExecutor:
                     key, frames, fps = ray.get(ref)
                 except ray.exceptions.RayError:
                     continue  # a dead actor: wait() reports it
-                if slot in self._actors:
+                if key is not None and key == running.get(slot):  # not an answer about a job now ended
                     self._seen[slot] = WorkerProgress(self._names[slot], key, frames, fps)
         asked = set(self._polls.values())
         for slot, actor in self._actors.items():
