@@ -11,3 +11,7 @@ class WeightsError(VidrestoreError):
     """A weight file is missing, corrupt, or could not be downloaded."""
 
     exit_code = 3
+
+
+class ClusterError(VidrestoreError):
+    """Ray is missing or unreachable, or no Ray worker could start (the batch's Ray executors)."""
