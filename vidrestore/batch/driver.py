@@ -136,6 +136,8 @@ def _why(entry: Entry, exists: bool, seen: bool) -> str:
         return f"failed before ({entry.record.get('error', '?')}); retrying"
     if entry.state == "done":
         return "done before, but the output is missing"
+    if entry.state == "queued":
+        return "queued by an earlier run that stopped before it"
     if exists:
         return "--overwrite"
     return "the file or the settings changed since its last run" if seen else ""
