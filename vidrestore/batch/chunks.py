@@ -497,7 +497,15 @@ def _check_parts(parts: Sequence[Path], videos: list[av.VideoStream]) -> None:
     first = videos[0].codec_context
     for path, video in zip(parts, videos, strict=True):
         cc = video.codec_context
-        if (cc.name, cc.width, cc.height, cc.format.name if cc.format else None, cc.extradata) != (
+        if (
+            video.time_base,
+            cc.name,
+            cc.width,
+            cc.height,
+            cc.format.name if cc.format else None,
+            cc.extradata,
+        ) != (
+            videos[0].time_base,
             first.name,
             first.width,
             first.height,
@@ -524,20 +532,26 @@ def _mux_merged(
     counts = {"video": 0, "other": 0}
 
     def video_packets() -> Iterator[tuple[float, int, av.Packet]]:
-        last = None
+        latest, dts = -math.inf, None  # the latest pts of the parts so far; the last decode time (ticks)
         for k, (container, stream) in enumerate(zip(parts, part_videos, strict=True)):
+            shown = latest
             for n, packet in enumerate(p for p in container.demux(stream) if p.size):
-                if n == 0 and not packet.is_keyframe:
-                    raise VidrestoreError(f"chunk {k + 1} does not start with a keyframe")
-                dts = packet.dts if packet.dts is not None else packet.pts
-                when = float(dts * packet.time_base)
-                if last is not None and when <= last:
+                pts = float(packet.pts * packet.time_base) if packet.pts is not None else shown
+                if n == 0 and not (packet.is_keyframe and pts > latest):
                     raise VidrestoreError(
-                        f"chunk {k + 1} overlaps the one before it in decode order; restore this file whole"
+                        f"chunk {k + 1} does not start with a keyframe after the chunk before it; "
+                        "restore this file whole"
                     )
-                last = when
+                shown = max(shown, pts)
+                if packet.dts is None and dts is not None:
+                    # Matroska stores no decode times, and its demuxer leaves a part's first ones unknown: any
+                    # rising ones at or before the pts will do, and the muxer cannot guess them mid-stream.
+                    packet.dts = dts + 1
+                if packet.dts is not None:
+                    dts = packet.dts
                 counts["video"] += 1
-                yield when, 0, packet
+                yield (float(dts * packet.time_base) if dts is not None else -math.inf), 0, packet
+            latest = shown
 
     def other_packets() -> Iterator[tuple[float, int, av.Packet]]:
         if not streams:
