@@ -17,6 +17,7 @@ from vidrestore.batch.chunks import (
     part_path,
     plan_chunks,
     probe,
+    remove_parts,
     run_chunk,
 )
 from vidrestore.batch.work import FileJob
@@ -137,3 +138,5 @@ def test_join_with_a_chunk_missing_fails_in_one_line_and_writes_nothing(tmp_path
     with pytest.raises(VidrestoreError, match="the chunks hold 6 frames, the source 12"):
         join_chunks(spec.path, [part], out, {"codec": "ffv1"})
     assert not out.exists() and part.exists() and [p.name for p in tmp_path.glob(".*")] == [part.name]
+    remove_parts(out)
+    assert not list(tmp_path.glob(".*"))

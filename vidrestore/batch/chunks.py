@@ -22,6 +22,7 @@ The driver's side: :func:`plan_chunks` (where to cut), :func:`chunk_jobs` (one :
 from __future__ import annotations
 
 import contextlib
+import glob
 import heapq
 import inspect
 import itertools
@@ -243,6 +244,12 @@ def _cannot_split(source: Path, output: Path, options: VideoOptions, index: Fram
 def part_path(output: Path, index: int, count: int) -> Path:
     """Chunk ``index``'s part file: hidden beside the output, with its extension (so the same muxer)."""
     return output.with_name(f".{output.stem}.chunk{index + 1:03d}of{count:03d}{output.suffix}")
+
+
+def remove_parts(output: Path) -> None:
+    """Delete the part files an interrupted split run left for ``output`` (a rerun restores every chunk)."""
+    for part in output.parent.glob(f".{glob.escape(output.stem)}.chunk*of*{glob.escape(output.suffix)}"):
+        part.unlink(missing_ok=True)
 
 
 def chunk_jobs(job: FileJob, plans: Sequence[ChunkPlan]) -> list[FileJob]:
