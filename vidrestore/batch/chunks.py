@@ -477,7 +477,9 @@ def join_chunks(
             move_into_place(tmp, output, overwrite=overwrite)
         except (av.FFmpegError, OSError) as exc:
             tmp.unlink(missing_ok=True)
-            raise VidrestoreError(f"{output}: joining the chunks failed ({reason(exc)})") from None
+            raise VidrestoreError(
+                f"{output}: joining the chunks failed ({reason(exc)}); restore this file whole"
+            ) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
