@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -11,6 +12,7 @@ from clips import make_clip
 
 from vidrestore import pipeline
 from vidrestore.batch.chunks import (
+    SplitFile,
     chunk_jobs,
     context_range,
     join_chunks,
@@ -20,7 +22,7 @@ from vidrestore.batch.chunks import (
     remove_parts,
     run_chunk,
 )
-from vidrestore.batch.work import FileJob
+from vidrestore.batch.work import FileJob, FileResult
 from vidrestore.engine import FaceRestorer
 from vidrestore.errors import VidrestoreError
 from vidrestore.options import TemporalOptions, VideoOptions
@@ -126,17 +128,46 @@ def test_split_run_equals_the_unsplit_run_with_audio_untouched(tmp_path, tiny_ch
     assert audio(out) == audio(spec.path)
 
 
+def _copy_part(src: Path, part: Path, frames: slice) -> None:
+    """A part file as a chunk worker leaves it: video packets only (an intra-only source's, copied)."""
+    with av.open(str(src)) as c, av.open(str(part), "w") as dst:
+        video = dst.add_stream_from_template(c.streams.video[0])
+        for packet in [p for p in c.demux(c.streams.video[0]) if p.size][frames]:
+            packet.stream = video
+            dst.mux(packet)
+
+
 def test_join_with_a_chunk_missing_fails_in_one_line_and_writes_nothing(tmp_path):
     spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=0.5, gop=6)
     out = tmp_path / "out.mkv"
     part = part_path(out, 0, 2)
-    with av.open(str(spec.path)) as src, av.open(str(part), "w") as dst:
-        video = dst.add_stream_from_template(src.streams.video[0])
-        for packet in [p for p in src.demux(src.streams.video[0]) if p.size][:6]:
-            packet.stream = video
-            dst.mux(packet)
+    _copy_part(spec.path, part, slice(0, 6))
     with pytest.raises(VidrestoreError, match="the chunks hold 6 frames, the source 12"):
         join_chunks(spec.path, [part], out, {"codec": "ffv1"})
     assert not out.exists() and part.exists() and [p.name for p in tmp_path.glob(".*")] == [part.name]
     remove_parts(out)
     assert not list(tmp_path.glob(".*"))
+
+
+def test_split_file_joins_when_the_last_chunk_is_done(tmp_path):
+    spec = make_clip(tmp_path / "in.mkv", codec="ffv1", seconds=0.5, gop=6)
+    out = tmp_path / "out.mkv"
+    job = FileJob("in.mkv", spec.path, out, {"codec": "ffv1"}, frames=12)
+    plans = plan_chunks(spec.path, out, job.settings, chunks=2)
+    split = SplitFile(job, plans)
+    first, second = split.jobs
+    for chunk in split.jobs:
+        _copy_part(spec.path, chunk.output, slice(*chunk.chunk))
+    assert split.record(second, FileResult(second.key, "done", frames=6, faces=6, seconds=1.0)) is None
+    result = split.record(first, FileResult(first.key, "done", frames=6, faces=5, seconds=2.0))
+    assert result is not None and (result.key, result.state, result.frames, result.faces) == (
+        "in.mkv",
+        "done",
+        12,
+        11,
+    )
+    assert result.seconds >= 3.0 and out.exists() and not list(tmp_path.glob(".*"))
+    failed = SplitFile(replace(job, output=tmp_path / "other.mkv"), plans)
+    result = failed.record(failed.jobs[1], FileResult(failed.jobs[1].key, "failed", error="bad packet"))
+    assert result is not None and result.state == "failed" and result.error == "chunk 2 of 2: bad packet"
+    assert failed.record(failed.jobs[0], FileResult(failed.jobs[0].key, "done", frames=6)) is None

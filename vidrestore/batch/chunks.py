@@ -29,7 +29,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from av.stream import Disposition
 
-from vidrestore.batch.work import FileJob
+from vidrestore.batch.work import FileJob, FileResult
 from vidrestore.engine import FaceRestorer, on_device
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.tracking import SceneCutDetector, Stabilizer
@@ -266,6 +266,54 @@ def chunk_jobs(job: FileJob, plans: Sequence[ChunkPlan]) -> list[FileJob]:
         )
         for p in plans
     ]
+
+
+class SplitFile:
+    """One file restored as chunks, for the driver: the chunk jobs to queue, and the file's result once the
+    last chunk is done (the parts joined) or the first one failed. Retries (a lost worker, an OOM) stay the
+    driver's, per chunk job, before :meth:`record` sees a final outcome."""
+
+    def __init__(self, job: FileJob, plans: Sequence[ChunkPlan]) -> None:
+        self.job = job
+        self.jobs = chunk_jobs(job, plans)
+        self._results: dict[str, FileResult] = {}
+        self.finished = False
+
+    def record(self, chunk: FileJob, result: FileResult) -> FileResult | None:
+        """A chunk's final outcome; the whole file's result when this settles it, else None."""
+        if self.finished:
+            return None  # a chunk that ended after the file failed: its part goes with the next run's cleanup
+        self._results[chunk.key] = result
+        if result.state == "failed":
+            self.finished = True
+            k = next(i for i, j in enumerate(self.jobs) if j.key == chunk.key)
+            error = f"chunk {k + 1} of {len(self.jobs)}: {result.error}"
+            return replace(result, key=self.job.key, error=error)
+        if len(self._results) < len(self.jobs):
+            return None
+        self.finished = True
+        results = [self._results[j.key] for j in self.jobs]
+        merged = FileResult(
+            self.job.key,
+            "failed",
+            frames=sum(r.frames for r in results),
+            faces=sum(r.faces for r in results),
+            host=result.host,
+            device=result.device,
+            stats={"chunks": [asdict(r) for r in results]},
+        )
+        try:
+            joined = join_chunks(
+                self.job.source, [j.output for j in self.jobs], self.job.output, self.job.settings
+            )
+        except VidrestoreError as exc:
+            merged.error = str(exc)
+        else:
+            merged.state = "done"
+            merged.stats["join_seconds"] = joined.seconds
+            merged.stats["notices"] = joined.notices
+        merged.seconds = sum(r.seconds for r in results) + merged.stats.get("join_seconds", 0.0)
+        return merged
 
 
 # -- restoring one chunk --------------------------------------------------------------------------------
