@@ -14,9 +14,9 @@ join copies the parts' video packets one after another into the final output wit
 subtitles and data routed exactly as ``vidrestore restore`` routes them (:mod:`vidrestore.io.routes`),
 through a temporary name renamed at the end.
 
-The driver's side: :func:`plan_chunks` (where to cut), :func:`chunk_jobs` (one :class:`FileJob` per chunk),
-:func:`run_chunk` (what ``FileWorker.run`` calls instead of ``pipeline.run`` when ``job.chunk`` is set) and
-:func:`join_chunks` once every chunk is done.
+The driver's side: :func:`plan_chunks` (where to cut), :class:`SplitFile` (the chunk jobs of one file, and
+the file's result once the last is done and :func:`join_chunks` has joined the parts), and :func:`run_chunk`,
+what ``FileWorker.run`` calls instead of ``pipeline.run`` when ``job.chunk`` is set.
 """
 
 from __future__ import annotations
