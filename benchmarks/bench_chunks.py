@@ -30,7 +30,7 @@ import torch
 from tests.clips import make_clip
 from tests.conftest import TINY
 from vidrestore import pipeline
-from vidrestore.batch.chunks import join_chunks, part_path, plan_chunks, probe, run_chunk
+from vidrestore.batch.chunks import join_chunks, part_path, plan_chunks, probe, run_chunk, stitch_tracks
 from vidrestore.engine import FaceRestorer
 from vidrestore.models.gfpgan import GFPGANv1Clean
 from vidrestore.options import VideoOptions
@@ -45,17 +45,6 @@ def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
 def audio_packets(path: Path) -> list[tuple[bytes, int | None]]:
     with av.open(str(path)) as c:
         return [(bytes(p), p.pts) for p in c.demux(c.streams.audio[0]) if p.size]
-
-
-def stitch(spans: list[tuple[int, int, int]], borders: list[int]) -> list[tuple[int, int, int]]:
-    """Chunk tracks (first, last, faces) joined where one ends just before a border and one starts on it."""
-    out: list[list[int]] = []
-    for first, last, faces in sorted(spans):
-        if out and first in borders and out[-1][1] == first - 1:
-            out[-1][1:] = [last, out[-1][2] + faces]
-        else:
-            out.append([first, last, faces])
-    return [tuple(s) for s in out]
 
 
 def compare(a: list[np.ndarray], b: list[np.ndarray], near: set[int]) -> dict:
@@ -96,7 +85,6 @@ def run_case(work: Path, ext: str, codec: str, clip: Path, base: dict, chunks: i
     borders = [p.start for p in plans[1:]]
     window = options.temporal.smooth_window
     near = {i for s in borders for i in range(s - window, s + window) if 0 <= i < len(a)}
-    spans = [(t["first_frame"], t["last_frame"], t["faces"]) for r in reports for t in r.tracks]
     return {
         "codec": codec,
         "container": ext,
@@ -108,7 +96,8 @@ def run_case(work: Path, ext: str, codec: str, clip: Path, base: dict, chunks: i
         "pts_equal_whole": times_b == times_a,
         "audio_packets_equal_source": audio_packets(out) == audio_packets(clip),
         "tracks_whole": [(t["first_frame"], t["last_frame"], t["faces"]) for t in whole.tracks],
-        "tracks_stitched": stitch(spans, borders),
+        "tracks_chunks": [r.tracks for r in reports],
+        "tracks_stitched": stitch_tracks([t for r in reports for t in r.tracks], borders),
         "split_vs_whole": compare(a, b, near),
         "seconds_whole": whole_s,
         "seconds_chunks": [r.seconds for r in reports],

@@ -316,6 +316,26 @@ class SplitFile:
         return merged
 
 
+def stitch_tracks(tracks: Sequence[dict[str, int]], borders: Sequence[int]) -> list[tuple[int, int, int]]:
+    """The chunks' tracks (``run_chunk``'s report) as one file's: (first, last, faces) each, a track that
+    starts on a border joined to the one ending just before it that its chunk saw past the border (of those,
+    the one whose frames overlap it most). The proof that tracks run on across the borders."""
+    spans: list[list[int]] = []  # first, last, faces, seen_to of the chunk that holds its end
+    for track in sorted(tracks, key=lambda t: t["first_frame"]):
+        start = track["first_frame"]
+        previous = [
+            s
+            for s in spans
+            if start in borders and track["seen_from"] < start and s[1] == start - 1 and s[3] >= start
+        ]
+        if previous:
+            best = max(previous, key=lambda s: min(s[3], track["last_frame"]) - max(s[0], track["seen_from"]))
+            best[1:] = [track["last_frame"], best[2] + track["faces"], track["seen_to"]]
+        else:
+            spans.append([start, track["last_frame"], track["faces"], track["seen_to"]])
+    return sorted((a, b, n) for a, b, n, _ in spans)
+
+
 # -- restoring one chunk --------------------------------------------------------------------------------
 
 
@@ -448,8 +468,18 @@ def run_chunk(
             f"{src}: chunk {start}..{stop} decoded {frames.frames} frames; restore it whole"
         )
     report.frames, report.faces, report.frames_with_faces = frames.frames, frames.faces, frames.with_faces
+    # Each track's frames in the chunk, and where the stream saw it in the context too ("seen_from",
+    # "seen_to"): a track seen past a border is the one the next chunk has from its first frame.
+    seen = {t.track_id: t for t in stream.tracks()}
     report.tracks = [
-        {"track_id": i, "first_frame": a, "last_frame": b, "faces": n}
+        {
+            "track_id": i,
+            "first_frame": a,
+            "last_frame": b,
+            "faces": n,
+            "seen_from": first + seen[i].first_frame,
+            "seen_to": first + seen[i].last_frame,
+        }
         for i, (a, b, n) in frames.tracks.items()
     ]
     for stage, seconds in restorer.timings.items():
