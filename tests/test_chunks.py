@@ -166,3 +166,23 @@ def test_split_file_joins_when_the_last_chunk_is_done(tmp_path):
     result = failed.record(failed.jobs[1], FileResult(failed.jobs[1].key, "failed", error="bad packet"))
     assert result is not None and result.state == "failed" and result.error == "chunk 2 of 2: bad packet"
     assert failed.record(failed.jobs[0], FileResult(failed.jobs[0].key, "done", frames=6)) is None
+
+
+def test_the_batch_cli_restores_a_file_in_chunks_as_one_attempt(tmp_path, tiny_checkpoint):
+    """`vidrestore batch --chunks 2`: the chunks run as jobs of their own and are joined into the one
+    output; the manifest records the file (one attempt, done), never its chunks; no part file is left."""
+    from vidrestore.batch.manifest import read_records
+    from vidrestore.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a.mkv", codec="ffv1", seconds=0.5, gop=6)
+    out = tmp_path / "out"
+    args = ["batch", str(src), "-o", str(out), "--chunks", "2", "--codec", "ffv1", "--frame-batch", "2"]
+    assert main([*args, "--weights", tiny_checkpoint, "--detector", "centerface", "-q"]) == 0
+    with av.open(str(out / "in" / "a.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 12
+    records = read_records(out / ".vidrestore" / "manifest.jsonl")
+    assert {r["key"] for r in records} == {"in/a.mkv"}
+    assert [r["state"] for r in records] == ["queued", "running", "done"] and records[-1]["chunks"] == 2
+    assert not [p.name for p in (out / "in").iterdir() if p.name.startswith(".")]

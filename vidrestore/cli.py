@@ -138,6 +138,13 @@ def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--workers-per-gpu", type=int, default=1, metavar="K", help="Ray actors on each GPU (default 1)"
     )
+    g.add_argument(
+        "--chunks", type=int, metavar="N", help="split each file at keyframes into N chunks restored in "
+        "parallel and joined by stream copy (for long films on many workers)"
+    )  # fmt: skip
+    g.add_argument(
+        "--chunk-seconds", type=float, metavar="S", help="split each file into chunks of about S seconds"
+    )
     add_arguments(b, JobOptions, "each file")
     add_arguments(b, EncodeOptions, "encoding")
     add_arguments(b, EngineOptions, "model, device and faces")
@@ -219,6 +226,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         halt_on_error=args.halt_on_error,
         max_failures=args.max_failures,
+        chunks=args.chunks,
+        chunk_seconds=args.chunk_seconds,
         executor=executor,
         log=print if args.dry_run else None,
         **settings,

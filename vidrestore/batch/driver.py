@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidrestore.batch.manifest import Entry, Manifest, settings_hash
 from vidrestore.batch.plan import STATE_DIR, Planned, parse_extensions, plan
@@ -28,6 +28,9 @@ from vidrestore.batch.worker import job_options
 from vidrestore.errors import VidrestoreError
 from vidrestore.io.paths import remove_stale_temps
 from vidrestore.options import JobOptions, build
+
+if TYPE_CHECKING:
+    from vidrestore.batch.chunks import SplitFile
 
 ExecutorFactory = Callable[[dict[str, Any]], Executor]
 
@@ -56,6 +59,8 @@ def run_batch(
     max_attempts: int = 3,
     halt_on_error: bool = False,
     max_failures: int | None = None,
+    chunks: int | None = None,
+    chunk_seconds: float | None = None,
     executor: ExecutorFactory | None = None,
     log: Callable[[str], None] | None = None,
     **settings: Any,
@@ -63,9 +68,22 @@ def run_batch(
     """Restore every video under ``inputs`` into ``output_dir``; ``settings`` are ``vidrestore restore``'s
     options by Python name (``progress=False`` hides the bar; ``report`` is where the batch's JSON report is
     copied). Returns the report (written as CSV and JSON in ``output_dir/.vidrestore``); a file's failure is
-    in it, not raised.
+    in it, not raised. ``chunks`` (a number per file) or ``chunk_seconds`` (a length) split each file at
+    keyframes into chunks that workers restore in parallel and that are joined by stream copy
+    (:mod:`vidrestore.batch.chunks`); a file that cannot be split is restored whole, with a note.
     """
     t0 = time.perf_counter()
+    if chunks is not None and chunk_seconds is not None:
+        raise VidrestoreError("give --chunks or --chunk-seconds, not both")
+    if chunks is not None and chunks < 1:
+        raise VidrestoreError(f"--chunks must be 1 or more, not {chunks}")
+    if chunk_seconds is not None and not chunk_seconds > 0:
+        raise VidrestoreError(f"--chunk-seconds must be positive, not {chunk_seconds}")
+    split: dict[str, Any] | None = None  # how plan_chunks cuts each file; None: files restored whole
+    if chunks is not None and chunks > 1:
+        split = {"chunks": chunks}
+    elif chunk_seconds is not None:
+        split = {"seconds": chunk_seconds}
     if max_attempts < 1:
         raise VidrestoreError(f"--max-attempts must be 1 or more, not {max_attempts}")
     if max_failures is not None and max_failures < 1:
@@ -100,7 +118,7 @@ def run_batch(
     manifest.lock()
     try:
         return _run(
-            manifest, planned.files, digest, settings, progress, say, t0, out, executor,
+            manifest, planned.files, digest, settings, progress, say, t0, out, executor, split,
             max_attempts=max_attempts, halt_on_error=halt_on_error, max_failures=max_failures,
         )  # fmt: skip
     finally:
@@ -227,6 +245,7 @@ def _run(
     t0: float,
     out: Path,
     executor_factory: ExecutorFactory | None,
+    split: dict[str, Any] | None,
     *,
     max_attempts: int,
     halt_on_error: bool,
@@ -236,6 +255,7 @@ def _run(
     rows: dict[str, Row] = {}
     todo: deque[FileJob] = deque()
     by_key = {f.key: f for f in files}
+    splits: dict[str, SplitFile] = {}  # files restored as chunks, by the file's key
     for d in (decide(manifest, f, digest, settings, max_attempts) for f in files):
         f = d.file
         if d.action == "skip":
@@ -252,15 +272,27 @@ def _run(
                 say(f"{f.key}: {d.reason}")
             manifest.append(f, digest, "queued", attempt=d.attempt, note=d.reason or None)
             rows[f.key] = _row(f, "queued", d.attempt - 1)
-            todo.append(job)
-    say(f"batch: {len(todo)} to restore, {len(files) - len(todo)} done or given up, into {out}")
+            if split is None:
+                todo.append(job)
+                continue
+            from vidrestore.batch.chunks import SplitFile, plan_chunks, remove_parts  # PyAV, torch
+
+            remove_parts(f.output)  # a stopped run's chunks are restored again
+            plans = plan_chunks(f.source, f.output, job_settings, **split)
+            if plans[0].note:
+                say(f"{f.key}: restored whole: {plans[0].note}")
+            splits[f.key] = SplitFile(job, plans)
+            todo.extend(splits[f.key].jobs)
+            by_key.update((j.key, f) for j in splits[f.key].jobs)
+    queued = sum(r.state == "queued" for r in rows.values())
+    say(f"batch: {queued} to restore, {len(files) - queued} done or given up, into {out}")
     try:
         if todo:
             executor = (executor_factory or _local)(settings)
             for notice in getattr(executor, "notices", ()):
                 say(f"vidrestore: note: {notice}")
             _dispatch(
-                executor, todo, rows, by_key, manifest, digest, report, say,
+                executor, todo, rows, by_key, splits, manifest, digest, report, say,
                 progress=progress, max_attempts=max_attempts, halt_on_error=halt_on_error,
                 max_failures=max_failures,
             )  # fmt: skip
@@ -277,6 +309,7 @@ def _dispatch(
     todo: deque[FileJob],
     rows: dict[str, Row],
     by_key: dict[str, Planned],
+    splits: dict[str, SplitFile],
     manifest: Manifest,
     digest: str,
     report: BatchReport,
@@ -290,11 +323,14 @@ def _dispatch(
     """Keep every slot busy until the queue is empty or the batch stops; record each outcome as it comes."""
     display = _Display(sum(j.frames or 0 for j in todo), progress)
     in_flight: dict[str, FileJob] = {}
+    started: set[tuple[str, int]] = set()  # (file, attempt) recorded "running": one for all of its chunks
+    chunk_frames: dict[str, int] = {}  # frames of a split file's finished chunks, shown on the bar
     failures = 0
 
     def record(job: FileJob, outcome: FileResult | Lost) -> None:
         nonlocal failures
-        f, row = by_key[job.key], rows[job.key]
+        f = by_key[job.key]
+        row = rows[f.key]
         in_flight.pop(job.key, None)
         row.attempts = job.attempt
         if isinstance(outcome, Lost):
@@ -308,10 +344,19 @@ def _dispatch(
             display.write(f"{job.key}: out of GPU memory; retrying at half the batch", say)
             todo.appendleft(replace(job, attempt=job.attempt + 1, batch_scale=0.5))
             return
+        if f.key in splits:  # a chunk: the file's outcome comes with its last chunk (joined) or first failure
+            settled = splits[f.key].record(job, outcome)
+            chunk_frames[f.key] = chunk_frames.get(f.key, 0) + outcome.frames
+            display.finished += outcome.frames
+            if settled is None:
+                return
+            job, outcome = splits[f.key].job, settled
+            display.finished -= chunk_frames.pop(f.key)  # counted again below, as the whole file's
         manifest.append(
             f, digest, outcome.state, attempt=job.attempt, output=str(job.output), frames=outcome.frames,
             faces=outcome.faces, seconds=round(outcome.seconds, 3), fps=round(outcome.fps, 3),
             host=outcome.host, device=outcome.device, error=outcome.error,
+            **({"chunks": len(splits[f.key].jobs)} if f.key in splits else {}),
         )  # fmt: skip
         row.state, row.frames, row.faces = outcome.state, outcome.frames, outcome.faces
         row.seconds, row.host, row.device, row.error = outcome.seconds, outcome.host, outcome.device, ""
@@ -325,9 +370,13 @@ def _dispatch(
 
     def give_back(why: str) -> None:
         """Cancel what is in flight: those files are queued again (the next run takes them)."""
+        released = set()
         for job in executor.cancel():
             in_flight.pop(job.key, None)
-            manifest.append(by_key[job.key], digest, "queued", attempt=job.attempt, note=why, released=True)
+            f = by_key[job.key]
+            if f.key not in released:  # a split file's chunks are given back as the one file
+                released.add(f.key)
+                manifest.append(f, digest, "queued", attempt=job.attempt, note=why, released=True)
         for job, outcome in executor.wait(0):  # files that finished while being cancelled
             record(job, outcome)
 
@@ -336,7 +385,10 @@ def _dispatch(
             while todo and len(in_flight) < executor.slots():
                 job = todo.popleft()
                 job.output.parent.mkdir(parents=True, exist_ok=True)
-                manifest.append(by_key[job.key], digest, "running", attempt=job.attempt)
+                f = by_key[job.key]
+                if (f.key, job.attempt) not in started:
+                    started.add((f.key, job.attempt))
+                    manifest.append(f, digest, "running", attempt=job.attempt)
                 in_flight[job.key] = job
                 executor.submit(job)
             for job, outcome in executor.wait(0.5):
