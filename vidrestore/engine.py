@@ -24,6 +24,7 @@ from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 from vidrestore.faces.resample import halve_like_pil
+from vidrestore.faces.texture import stabilise_texture
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
 from vidrestore.models.licence import notify_first_use
@@ -282,6 +283,8 @@ class FaceRestorer:
         t0 = self._tick("warp", t0)
         restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)
+        restored = stabilise_texture(restored, crops, frame_index, context, self.options.texture_smooth)
+        t0 = self._tick("texture", t0)
         mask = (
             self.parser.mask(crops)
             if self.parser

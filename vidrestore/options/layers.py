@@ -145,6 +145,13 @@ class EngineOptions(Layer):
         "paste through a ParseNet face mask (skin and features only; downloads 85 MB) instead of a "
         "feathered square",
     )
+    texture_smooth: int = setting(
+        4,
+        Number(0, 16, integer=True),
+        "average each restored face with up to N earlier frames of its track, wherever its source did not "
+        "change since, so a still face does not shimmer and a moving one does not ghost; 0: off (default: 4)",
+        metavar="N",
+    )
     randomize_noise: bool = setting(
         False,
         Flag(),
