@@ -86,7 +86,7 @@ def _grid(crops: torch.Tensor) -> torch.Tensor:
 
 
 def _weight(now: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
-    """(1, GRID, GRID) weight of an earlier frame: 1 where the source has not changed since, 0 where it has."""
+    """(1, GRID, GRID) weight of an earlier frame: 1 where the source did not change since, 0 where it did."""
     change = (now - then).abs().mean(0, keepdim=True)
     change = F.max_pool2d(change[None], 3, stride=1, padding=1)[0]  # a moving cell's neighbours move too
     return ((MOVED - change) / (MOVED - STILL)).clamp_(0, 1)
