@@ -2,24 +2,26 @@
 
 Generated clips with a real face (scikit-image's astronaut, :mod:`vidrestore.evaluation.clips`), a static
 shot's degradations (blur and scale fixed, noise and JPEG drawn per frame) and film grain drawn afresh per
-frame; CenterFace's detections on them go through the product's :class:`FaceStream` (tracking, smoothing,
-batches) and engine, once per setting, with the same detections. Figures in 8-bit levels, over the face
-(the middle of the true crop's box) in the output frames:
+frame (``add_film_grain``). CenterFace's detections go through the product's :class:`FaceStream` (tracking,
+smoothing, batches) and engine once per clip, with the stabilisation off; what the engine hands
+:func:`stabilise_texture` is recorded per batch and every setting is replayed on it, as the engine runs it
+(the network's output does not depend on the setting). Figures in 8-bit levels, on the restored face in
+its aligned crop (eyes to chin):
 
-* ``still``: shimmer, the mean |frame-to-frame difference| of the restored face, per setting; the target
-  is at most half of the unstabilised one;
-* ``talk`` (the jaw opens and closes every 12 frames, warped into the clean frames), ``turn`` (rotation
-  ±12° and zoom ±15 %) and ``accel`` (a face from rest to 4 px/frame and back): ghosting, the mean
-  |stabilised - unstabilised| over the pixels that moved (source change above 8 levels), at the quarter of
-  frames with the most motion, beside the same error on the still clip's face (what removing shimmer alone
-  changes); ``plain`` is the same window without the motion test (every earlier frame fully averaged);
-* ``cost``: ms per face of :func:`stabilise_texture` at 512 px crops, on random data.
+* ``still``: shimmer, the mean |frame-to-frame difference| of the restored face; the target is at most
+  half of the unstabilised one;
+* ``talk`` (the jaw opens 6 px and closes every 12 frames, warped into the clean frames), ``turn``
+  (rotation ±12° and zoom ±15 %) and ``accel`` (a face from rest to 4 px/frame and back): ghosting, the
+  mean |stabilised - unstabilised| where the clean source (warped as the engine warped the degraded one)
+  changed by more than 8 levels within the window, beside the same where it did not (the shimmer
+  removed); equal figures mean no ghost. "no motion test" averages every earlier frame fully, for scale;
+* cost: ms per face of :func:`stabilise_texture` in the run, and at 512 px on random data.
 
-The network is a tiny random GFP-GAN (64 px, StyleGAN noise strength 0.1) unless ``--weights`` names a
-real checkpoint; the measurement is the same with real weights and should be rerun with them (the shimmer a
-trained network adds to noise, and so the absolute figures, depend on its weights).
+The network is a random GFP-GAN of the official architecture (``--size`` px, StyleGAN noise strengths 0.1)
+unless ``--weights`` names a real checkpoint: the same measurement, to be rerun with real weights (how much
+a network turns noise into different detail, so the absolute shimmer and errors, depend on its weights).
 
-    python -m benchmarks.bench_texture [--frames 48] [--windows 2,4,8] [--weights FILE]
+    python -m benchmarks.bench_texture [--frames 24] [--windows 2,4,8] [--size 256] [--weights FILE]
         [--out benchmarks/results/texture_cpu_<date>.json]
 """
 
