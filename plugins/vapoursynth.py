@@ -6,8 +6,9 @@ in, and however many threads it runs. Tracking and smoothing are sequential, so 
 segments of ``segment`` frames, and every frame of segment k is computed by one stream, in order, over a
 fixed range of source frames: ``warmup`` frames before the segment (for the tracks, the smoother and the
 scene-cut detector to settle) and ``smooth_window`` after it (the smoother's look-ahead), both rounded out
-to whole batches. The stream restores only the segment's own frames. A frame thus depends on a fixed range
-of source frames only, never on what was requested before.
+to whole batches. The stream restores the segment's own frames, and before them the ``texture_smooth``
+frames (rounded up to whole batches) whose restored faces the first ones are averaged with, which it drops.
+A frame thus depends on a fixed range of source frames only, never on what was requested before.
 
 Batches are aligned on multiples of ``frame_batch`` from frame 0, for detection and for restoration, as in the
 CLI: the GPU's results depend on what is batched together, and this keeps them independent of the request
@@ -196,6 +197,9 @@ class _SegmentFilter:
         self.temporal = temporal
         self.segment, self.cache = schedule.segment, schedule.cache
         self.warmup = max(16, 2 * temporal.window) if schedule.warmup is None else schedule.warmup
+        # Whole batches before a segment restored (and dropped) only so that its first faces are averaged
+        # with the same earlier faces as in the CLI (faces/texture.py).
+        self.history = -(-restorer.options.texture_smooth // temporal.frame_batch) * temporal.frame_batch
         self.length = clip.num_frames
         self.dtype = _FORMATS[clip.format.id]
         self._lock = threading.Lock()  # one segment is restored at a time, whichever thread asks
@@ -207,7 +211,9 @@ class _SegmentFilter:
         self._detections: OrderedDict[tuple[Hashable, ...], list[Faces]] = OrderedDict()
         # Enough detection batches for two segments' context: the next segment reuses the overlap.
         b = temporal.frame_batch
-        self._max_detections = 2 * (-(-(self.segment + self.warmup + temporal.window) // b) + 2)
+        self._max_detections = 2 * (
+            -(-(self.segment + self.history + self.warmup + temporal.window) // b) + 2
+        )
 
     def __call__(self, n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         k = n // self.segment
@@ -238,16 +244,17 @@ class _SegmentFilter:
         """
         b = self.temporal.frame_batch
         s0, s1 = k * self.segment, min(self.length, (k + 1) * self.segment)
-        lo = max(0, (s0 - self.warmup) // b * b)
+        lo = max(0, (s0 - self.history - self.warmup) // b * b)
         hi = min(self.length, -(-(s1 + self.temporal.window) // b) * b)
         stream = FaceStream(self.restorer, self.temporal, start=lo, detect=self._detect)
 
         def keep(results: list[StreamResult]) -> list[tuple[int, _Result]]:
             """Each frame's patch as soon as it is out, not the whole frame: a segment is many frames."""
-            return [(r.tag, _Result.of(r, self.dtype)) for r in results]
+            return [(r.tag, _Result.of(r, self.dtype)) for r in results if r.tag >= s0]
 
         def push(frames: list[tuple[int, np.ndarray]]) -> list[tuple[int, _Result]]:
-            return keep([r for n, rgb in frames for r in stream.push(rgb, n, restore=s0 <= n < s1)])
+            first = s0 - self.history
+            return keep([r for n, rgb in frames for r in stream.push(rgb, n, restore=first <= n < s1)])
 
         done: list[tuple[int, _Result]] = []
         for start in range(lo, hi, b):

@@ -26,6 +26,7 @@ from vidrestore.faces.film import FilmContext
 from vidrestore.faces.masks import face_masks
 from vidrestore.faces.paste import fill_padding, paste_faces
 from vidrestore.faces.resample import halve_like_pil
+from vidrestore.faces.texture import stabilise_texture
 from vidrestore.kernels import set_kernel_impl
 from vidrestore.models import get_model
 from vidrestore.models.licence import notify_first_use
@@ -298,6 +299,8 @@ class FaceRestorer:
         t0 = self._tick("warp", t0)
         restored = self.restore_faces(inputs)
         t0 = self._tick("restore", t0)
+        restored = stabilise_texture(restored, crops, frame_index, context, self.options.texture_smooth)
+        t0 = self._tick("texture", t0)
         mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
         restored = colour_faces(
             restored,

@@ -194,6 +194,13 @@ class EngineOptions(Layer):
         "own); faces of black-and-white shots stay exactly grey, except with restore and a colourising "
         "model (gfpgan-v1) (default: match)",
     )
+    texture_smooth: int = setting(
+        4,
+        Number(0, 16, integer=True),
+        "average each restored face with up to N earlier frames of its track, wherever its source did not "
+        "change since, so a still face does not shimmer and a moving one does not ghost; 0: off (default: 4)",
+        metavar="N",
+    )
     randomize_noise: bool = setting(
         False,
         Flag(),
