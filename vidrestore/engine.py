@@ -22,6 +22,7 @@ from vidrestore.errors import VidrestoreError
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
+from vidrestore.faces.grain import match_grain
 from vidrestore.faces.paste import crop_alpha, feather_mask, paste_faces
 from vidrestore.faces.resample import halve_like_pil
 from vidrestore.kernels import set_kernel_impl
@@ -287,6 +288,9 @@ class FaceRestorer:
             if self.parser
             else feather_mask(self.out_size, self.device, torch.float32)
         )
+        t1 = time.perf_counter()
+        restored = match_grain(restored, frames, frame_index, affines, context, self.options.grain)
+        self._tick("grain", t1)
         alpha = crop_alpha(inside, mask)
         if not self.spec.fidelity_control:
             alpha = alpha * (1 - self.options.fidelity)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.options import kinds
 from vidrestore.options.kinds import Bytes, Choice, FilePath, Flag, KeyValues, Number, Seconds, Text
 from vidrestore.options.table import TABLE, Front, Layer, OptionError, setting
 
@@ -144,6 +145,15 @@ class EngineOptions(Layer):
         Flag(),
         "paste through a ParseNet face mask (skin and features only; downloads 85 MB) instead of a "
         "feathered square",
+    )
+    grain: str | float = setting(
+        "auto",
+        kinds.WordOrNumber(("auto", "off")),
+        "film grain on the restored face: auto measures the source's grain around each face (level and "
+        "grain size, per channel, per shot) and tops the restored face up to it, fresh in every frame; a "
+        "number scales that level (1 is auto, 0.5 half as grainy as the film around the face); off pastes "
+        "the clean face (default: auto)",
+        metavar="auto|off|STRENGTH",
     )
     randomize_noise: bool = setting(
         False,
