@@ -34,6 +34,7 @@ MARGIN = 7  # frame px at a patch's edge where the bands see the zero padding
 FACE = (0.5, 0.56, 0.26, 0.33)  # centre x, centre y, half width, half height
 AROUND = (0.5, 0.56, 0.36, 0.44)
 MIN_PIXELS = 256  # fewer film pixels around a face than this measure nothing
+ENOUGH = 32  # faces measured per shot: the shot's grain is known well enough after them
 SEED_BLOCK = 16  # px: the source block whose pixels seed a face's grain
 
 
@@ -174,6 +175,17 @@ def face_region(size: int, scale: float, device: torch.device) -> torch.Tensor:
     return region
 
 
+def fine_levels(crops: torch.Tensor, scale: float) -> torch.Tensor:
+    """The finest band's robust σ (M, 3) over the face in crops (M, 3, S, S) of ``scale`` crop px per frame
+    px, measured near frame resolution: crops are pooled by the whole part of ``scale`` first (what paste-back
+    keeps of them anyway, and a fraction of the work)."""
+    k = max(1, int(scale))
+    if k > 1:
+        crops, scale = F.avg_pool2d(crops, k), scale / k
+    region = face_region(crops.shape[-1], scale, crops.device)
+    return robust_sigma(high_band(crops, scale)[:, :, region])
+
+
 def seed_of(frame: torch.Tensor, affine: np.ndarray, size: int) -> int:
     """The grain's seed for one face: the source pixels at the middle of its footprint in ``frame``.
 
@@ -218,10 +230,10 @@ def match_grain(
     )
     face_shots = context.shots[frame_index]
     for i, affine in enumerate(affines):
-        found = measure_around(frames[frame_index[i]], affine, size)
+        shot = shots.setdefault(int(face_shots[i]), {"n": 0, "high2": 0.0, "mid2": 0.0, "corr": 0.0})
+        found = measure_around(frames[frame_index[i]], affine, size) if shot["n"] < ENOUGH else None
         if found is None:
             continue
-        shot = shots.setdefault(int(face_shots[i]), {"n": 0, "high2": 0.0, "mid2": 0.0, "corr": 0.0})
         shot["n"] += 1
         shot["high2"] = shot["high2"] + found[0] ** 2
         shot["mid2"] = shot["mid2"] + found[1] ** 2
@@ -231,8 +243,8 @@ def match_grain(
     out = restored.float().clone()
     for i, affine in enumerate(affines):
         run["faces"] += 1
-        shot = shots.get(int(face_shots[i]))
-        if shot is None:
+        shot = shots[int(face_shots[i])]
+        if shot["n"] == 0:
             context.state.notice("grain: too little film around some faces to measure its grain; none added")
             continue
         grain = _pooled(shot)
@@ -245,9 +257,7 @@ def match_grain(
         generator.manual_seed(seed_of(frames[frame_index[i]], affine, size))
         field = grain_in_crop(grain, affine, size, generator)
         scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # crop px per frame px
-        region = face_region(size, scale, restored.device)
-        own = robust_sigma(high_band(out[i : i + 1], scale)[0][:, region])
-        added = robust_sigma(high_band(field, scale)[0][:, region])
+        own, added = fine_levels(torch.cat([out[i : i + 1], field]), scale)
         # Top the face's own fine texture up to the film's level: grain adds in variance.
         share = (strength**2 - (own / added.clamp_min(1e-12)) ** 2).clamp_min(0).sqrt()
         out[i] += field[0] * share.view(3, 1, 1)
