@@ -3,12 +3,17 @@
 A restoration network returns a clean face; pasted into a grainy or noisy frame it looks stuck on. Before
 paste-back, :func:`match_grain` measures the grain of the film around each face in the source frame, in
 frame pixels (two high-pass bands per channel, robust to edges, and how the channels' grain correlates),
-pools it per shot, fits a grain model to it (white noise through a Gaussian of some size, per channel,
-channels mixed), and adds grain drawn from that model to the restored face. The grain is drawn in frame
-pixels and warped into the crop with the face's own alignment, so that it lands in the frame at the film's
-scale whatever the size of the crop. The restored face's own fine texture counts towards the level: the
-grain only tops it up to the film's. Grain is fresh in every frame and the same on every run: each face's
-draw is seeded by the source pixels at the face's centre (see :func:`seed_of`).
+pools it over the faces of the frame, fits a grain model to it (white noise through a Gaussian of some
+size, per channel, channels mixed), and adds grain drawn from that model to the restored face. The grain
+is drawn in frame pixels and warped into the crop with the face's own alignment, so that it lands in the
+frame at the film's scale whatever the size of the crop. The restored face's own fine texture counts
+towards the level: the grain only tops it up to the film's. Grain is fresh in every frame and the same on
+every run: each face's draw is seeded by the source pixels at the face's centre (see :func:`seed_of`).
+
+Everything is measured anew in every frame, from that frame alone: the grain follows the film's own changes
+(a cut, a noisier shot) at once, and a frame comes out the same whatever batch, segment or history it is
+restored in, so the VapourSynth filter's segments match the CLI exactly. One frame's ring holds thousands
+of pixels: its level is known to a few per cent, too little to flicker.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ MARGIN = 7  # frame px at a patch's edge where the bands see the zero padding
 FACE = (0.5, 0.56, 0.26, 0.33)  # centre x, centre y, half width, half height
 AROUND = (0.5, 0.56, 0.36, 0.44)
 MIN_PIXELS = 256  # fewer film pixels around a face than this measure nothing
-ENOUGH = 32  # faces measured per shot: the shot's grain is known well enough after them
 SEED_BLOCK = 16  # px: the source block whose pixels seed a face's grain
 
 
@@ -200,9 +204,14 @@ def seed_of(frame: torch.Tensor, affine: np.ndarray, size: int) -> int:
     return int(np.random.SeedSequence([zlib.crc32(block.tobytes()), 0x6A41]).generate_state(1)[0])
 
 
-def _pooled(shot: dict[str, np.ndarray | int]) -> Grain:
-    n = shot["n"]
-    return fit_grain(np.sqrt(shot["high2"] / n), np.sqrt(shot["mid2"] / n), shot["corr"] / n)
+def _pooled(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Grain:
+    """One grain model from the measurements around the faces of one frame."""
+    corr = np.mean([f[2] for f in found], axis=0)
+    return fit_grain(
+        np.sqrt(np.mean([f[0] ** 2 for f in found], axis=0)),
+        np.sqrt(np.mean([f[1] ** 2 for f in found], axis=0)),
+        corr,
+    )
 
 
 def _rounded(values: np.ndarray | float) -> list[float]:
@@ -223,31 +232,23 @@ def match_grain(
         return restored
     strength = 1.0 if setting == "auto" else float(setting)
     size = restored.shape[-1]
-    state = context.state.of("grain")
-    shots = state.setdefault("shots", {})
-    run = state.setdefault(
+    run = context.state.of("grain").setdefault(
         "run", {"faces": 0, "measured": 0, "grained": 0, "noise": 0.0, "size": 0.0, "added": 0.0}
     )
-    face_shots = context.shots[frame_index]
+    measured: dict[int, list] = {}
     for i, affine in enumerate(affines):
-        shot = shots.setdefault(int(face_shots[i]), {"n": 0, "high2": 0.0, "mid2": 0.0, "corr": 0.0})
-        found = measure_around(frames[frame_index[i]], affine, size) if shot["n"] < ENOUGH else None
-        if found is None:
-            continue
-        shot["n"] += 1
-        shot["high2"] = shot["high2"] + found[0] ** 2
-        shot["mid2"] = shot["mid2"] + found[1] ** 2
-        shot["corr"] = shot["corr"] + found[2]
-    for old in [s for s in shots if s < int(context.shots.min())]:  # shots never come back
-        del shots[old]
+        found = measure_around(frames[frame_index[i]], affine, size)
+        measured.setdefault(int(frame_index[i]), [])
+        if found is not None:
+            measured[int(frame_index[i])].append(found)
+    models = {b: _pooled(found) for b, found in measured.items() if found}
     out = restored.float().clone()
     for i, affine in enumerate(affines):
         run["faces"] += 1
-        shot = shots[int(face_shots[i])]
-        if shot["n"] == 0:
+        grain = models.get(int(frame_index[i]))
+        if grain is None:
             context.state.notice("grain: too little film around some faces to measure its grain; none added")
             continue
-        grain = _pooled(shot)
         run["measured"] += 1
         run["noise"] = run["noise"] + grain.noise * 255
         run["size"] = run["size"] + grain.size
@@ -263,13 +264,13 @@ def match_grain(
         out[i] += field[0] * share.view(3, 1, 1)
         run["grained"] += 1
         run["added"] = run["added"] + share.double().cpu().numpy()
-    measured = max(1, run["measured"])
+    counted = max(1, run["measured"])
     context.state.report["grain"] = {
         "setting": setting,
         "faces": run["faces"],
         "faces_grained": run["grained"],
-        "film_noise": _rounded(run["noise"] / measured),
-        "grain_size_px": _rounded(run["size"] / measured),
+        "film_noise": _rounded(run["noise"] / counted),
+        "grain_size_px": _rounded(run["size"] / counted),
         "grain_added": _rounded(run["added"] / max(1, run["grained"])),
     }
     return out.clamp_(0, 1).to(restored.dtype)
