@@ -149,8 +149,8 @@ class EngineOptions(Layer):
     grain: str | float = setting(
         "auto",
         kinds.WordOrNumber(("auto", "off")),
-        "film grain on the restored face: auto measures the source's grain around each face (level and "
-        "grain size, per channel, per shot) and tops the restored face up to it, fresh in every frame; a "
+        "film grain on the restored face: auto measures the source's grain around the faces of each frame "
+        "(level and grain size per channel) and tops the restored face up to it, fresh in every frame; a "
         "number scales that level (1 is auto, 0.5 half as grainy as the film around the face); off pastes "
         "the clean face (default: auto)",
         metavar="auto|off|STRENGTH",
