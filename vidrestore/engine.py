@@ -23,6 +23,7 @@ from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.colour import colour_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
 from vidrestore.faces.film import FilmContext
+from vidrestore.faces.grain import match_grain
 from vidrestore.faces.masks import face_masks
 from vidrestore.faces.paste import fill_padding, paste_faces
 from vidrestore.faces.resample import halve_like_pil
@@ -302,6 +303,7 @@ class FaceRestorer:
         restored = stabilise_texture(restored, crops, frame_index, context, self.options.texture_smooth)
         t0 = self._tick("texture", t0)
         mask = face_masks(self.parser, restored, frame_index, context)  # ParseNet's held along each track
+        t0 = self._tick("mask", t0)
         restored = colour_faces(
             restored,
             crops,
@@ -312,6 +314,9 @@ class FaceRestorer:
             self.options.color,
             self.spec.colourises,
         )
+        t0 = self._tick("colour", t0)
+        restored = match_grain(restored, frames, frame_index, affines, context, self.options.grain)
+        t0 = self._tick("grain", t0)
         alpha = mask.expand(len(crops), -1, -1, -1)
         if not self.spec.fidelity_control:
             alpha = alpha * (1 - self.options.fidelity)

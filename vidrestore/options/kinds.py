@@ -206,3 +206,31 @@ class KeyValues(Kind):
         if not sep or not key:
             raise ValueError(f"expects KEY=VALUE, not {text!r}")
         return key, value
+
+
+@dataclass(frozen=True)
+class WordOrNumber(Kind):
+    """One of ``words`` (e.g. auto, off), or a number from ``low`` up, given as a number or as text."""
+
+    words: tuple[str, ...]
+    low: float = 0.0
+
+    def check(self, value: Any) -> str | float:
+        if isinstance(value, str):
+            return value if value in self.words else self.parse(value)
+        try:
+            return float(Number(low=self.low).check(value))
+        except ValueError:
+            raise ValueError(f"must be {self._expected()}, not {_show(value)}") from None
+
+    def parse(self, text: str) -> str | float:
+        if text in self.words:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be {self._expected()}, not {text!r}") from None
+        return self.check(value)
+
+    def _expected(self) -> str:
+        return f"{', '.join(self.words)} or a number of at least {self.low:g}"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vidrestore.errors import VidrestoreError
+from vidrestore.options import kinds
 from vidrestore.options.kinds import (
     Bytes,
     Choice,
@@ -200,6 +201,15 @@ class EngineOptions(Layer):
         "average each restored face with up to N earlier frames of its track, wherever its source did not "
         "change since, so a still face does not shimmer and a moving one does not ghost; 0: off (default: 4)",
         metavar="N",
+    )
+    grain: str | float = setting(
+        "auto",
+        kinds.WordOrNumber(("auto", "off")),
+        "film grain on the restored face: auto measures the source's grain around the faces of each frame "
+        "(level and grain size per channel) and tops the restored face up to it, fresh in every frame; a "
+        "number scales that level (1 is auto, 0.5 half as grainy as the film around the face); off pastes "
+        "the clean face (default: auto)",
+        metavar="auto|off|STRENGTH",
     )
     randomize_noise: bool = setting(
         False,
