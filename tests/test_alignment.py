@@ -9,7 +9,7 @@ from vidrestore.faces.alignment import (
     invert_affine,
     warp_faces,
 )
-from vidrestore.faces.paste import feather_mask, paste_faces
+from vidrestore.faces.paste import feather_mask, fill_padding, paste_faces
 
 LANDMARKS = np.array([[[203.0, 101.5], [247.0, 104.5], [223.0, 125.0], [203.0, 142.0], [241.5, 144.0]]])
 
@@ -44,7 +44,7 @@ def test_round_trip_reproduces_the_image_inside_the_mask(astronaut):
     crops, inside = warp_faces(frame, np.array([0]), m, 512)
     alpha = feather_mask(512, frame.device, torch.float32)
     out = torch.zeros_like(frame)
-    paste_faces(out, np.array([0]), m, crops, alpha, inside=inside)
+    paste_faces(out, np.array([0]), m, fill_padding(crops, inside), alpha)
     # Where the pasted alpha is full, warp + inverse warp gives the frame back up to interpolation error.
     full = torch.zeros_like(frame[:, :1])
     paste_faces(full, np.array([0]), m, torch.ones_like(crops[:, :1]), alpha)

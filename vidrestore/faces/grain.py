@@ -242,6 +242,7 @@ def match_grain(
         if found is not None:
             measured[int(frame_index[i])].append(found)
     models = {b: _pooled(found) for b, found in measured.items() if found}
+    grey = context.state.of("colour").get("neutral")  # faces the colour step kept exactly grey
     out = restored.float().clone()
     for i, affine in enumerate(affines):
         run["faces"] += 1
@@ -261,7 +262,10 @@ def match_grain(
         own, added = fine_levels(torch.cat([out[i : i + 1], field]), scale)
         # Top the face's own fine texture up to the film's level: grain adds in variance.
         share = (strength**2 - (own / added.clamp_min(1e-12)) ** 2).clamp_min(0).sqrt()
-        out[i] += field[0] * share.view(3, 1, 1)
+        added_grain = field[0] * share.view(3, 1, 1)
+        if grey is not None and bool(grey[i]):  # one grain in all three channels: grey stays exactly grey
+            added_grain = added_grain.mean(dim=0, keepdim=True)
+        out[i] += added_grain
         run["grained"] += 1
         run["added"] = run["added"] + share.double().cpu().numpy()
     counted = max(1, run["measured"])
