@@ -281,8 +281,9 @@ class FaceRestorer:
         return out
 
     def networks(self, faces: list[Faces], context: FilmContext) -> list[str]:
-        """The network each face goes to, in the engine's face order (``--debug-overlay`` labels them)."""
-        return [self.spec.name] * sum(len(f) for f in faces)
+        """The network each face goes to, in the engine's face order (``--debug-overlay`` labels them); none
+        when one network takes every face."""
+        return []
 
     def restore_crops(
         self, frames: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray, context: FilmContext

@@ -196,10 +196,11 @@ class FaceStream:
         )
         faces = [as_faces(tracked) for _, tracked in chunk]
         if self.overlay:
-            networks = iter(self.engine.networks(faces, context))
+            names = self.engine.networks(faces, context)
+            networks = iter(names)
             for result, (frame, tracked) in zip(results, chunk, strict=True):
                 rgb = _from_device(frame.pixels.permute(1, 2, 0), frame.sample)
-                result.rgb = draw_overlay(rgb, tracked, [next(networks) for _ in tracked])
+                result.rgb = draw_overlay(rgb, tracked, [next(networks) for _ in tracked] if names else None)
             return results
         with_faces = [i for i, (_, tracked) in enumerate(chunk) if tracked]
         if self.engine.model is None or not with_faces:
