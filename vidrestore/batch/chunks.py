@@ -158,9 +158,14 @@ def _probe(path: str, _size: int, _mtime_ns: int) -> FrameIndex:
     return FrameIndex(tuple(order), time_base, origin, tuple(borders), *shape, None)
 
 
-def context_range(start: int, stop: int, total: int, temporal: TemporalOptions) -> tuple[int, int, int, int]:
+def context_range(
+    start: int, stop: int, total: int, temporal: TemporalOptions, history: int = 0
+) -> tuple[int, int, int, int]:
     """The frames around chunk [start, stop) of ``total`` that make its output equal an unsplit run's:
     ``(context_start, restore_start, restore_stop, context_stop)``.
+
+    ``history`` earlier frames are restored too (and not written): the restored faces that
+    ``--texture-smooth`` averages the chunk's first faces with (faces/texture.py).
 
     Before the chunk: the smoother's window (frame t is smoothed with t-N..t+N) twice over, the longest gap
     the tracker fills and the cut detector's history, so that tracks and their smoothing have the same
@@ -170,9 +175,9 @@ def context_range(start: int, stop: int, total: int, temporal: TemporalOptions) 
     """
     batch, window = temporal.frame_batch, temporal.window
     before = 2 * window + (_MAX_MISSES + 1) * temporal.detect_every + _CUT_HISTORY + 1
-    restore_start = start // batch * batch
+    restore_start = max(0, start - history) // batch * batch
     restore_stop = min(total, -(-stop // batch) * batch)
-    context_start = max(0, start - before) // batch * batch
+    context_start = max(0, restore_start - before) // batch * batch
     context_stop = min(total, -(-(restore_stop + window) // batch) * batch)
     return context_start, restore_start, restore_stop, context_stop
 
@@ -201,21 +206,30 @@ def plan_chunks(
     if note is None and not index.borders:
         note = "the video has no keyframe to cut at"
     if note is not None:
-        return [_chunk(0, 1, 0, total, index, options.temporal, note)]
+        return [_chunk(0, 1, 0, total, index, options.temporal, 0, note)]
     wanted = chunks if chunks is not None else max(1, round((index.time(total) - index.time(0)) / seconds))
     cuts = sorted({min(index.borders, key=lambda b: abs(b - total * k / wanted)) for k in range(1, wanted)})
     edges = [0, *cuts, total]
     return [
-        _chunk(k, len(edges) - 1, a, b, index, options.temporal, None)
+        _chunk(k, len(edges) - 1, a, b, index, options.temporal, options.engine.texture_smooth, None)
         for k, (a, b) in enumerate(itertools.pairwise(edges))
     ]
 
 
 def _chunk(
-    k: int, count: int, start: int, stop: int, index: FrameIndex, temporal: TemporalOptions, note: str | None
+    k: int,
+    count: int,
+    start: int,
+    stop: int,
+    index: FrameIndex,
+    temporal: TemporalOptions,
+    history: int,
+    note: str | None,
 ) -> ChunkPlan:
     total = len(index.pts)
-    context_start, _, _, context_stop = context_range(start, stop, total, temporal) if total else (0, 0, 0, 0)
+    context_start, _, _, context_stop = (
+        context_range(start, stop, total, temporal, history) if total else (0, 0, 0, 0)
+    )
     seconds = index.time(stop) - index.time(start) if total else 0.0
     return ChunkPlan(k, count, start, stop, context_start, context_stop, seconds, note)
 
@@ -451,7 +465,9 @@ def run_chunk(
     )
     options = replace(options, temporal=temporal)
     report.memory_budget_mb = plan.budget // 2**20
-    first, restore_start, restore_stop, last = context_range(start, stop, total, temporal)
+    first, restore_start, restore_stop, last = context_range(
+        start, stop, total, temporal, options.engine.texture_smooth
+    )
     seek = None if first == 0 else max(0.0, index.time(first) - index.origin)
     with VideoSource(src, start=seek, max_frames=last - first, hwaccel=job.hwaccel) as source:
         stream = FaceStream(restorer, temporal, start=first, overlay=job.debug_overlay)
