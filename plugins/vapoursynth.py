@@ -6,8 +6,9 @@ in, and however many threads it runs. Tracking and smoothing are sequential, so 
 segments of ``segment`` frames, and every frame of segment k is computed by one stream, in order, over a
 fixed range of source frames: ``warmup`` frames before the segment (for the tracks, the smoother and the
 scene-cut detector to settle) and ``smooth_window`` after it (the smoother's look-ahead), both rounded out
-to whole batches. The stream restores the segment's own frames, and before them the ``texture_smooth``
-frames (rounded up to whole batches) whose restored faces the first ones are averaged with, which it drops.
+to whole batches. The stream restores the segment's own frames, and before them the frames (rounded up
+to whole batches) whose restored faces and held masks the first ones are averaged with (``texture_smooth``;
+with ParseNet masks, their memory: :func:`vidrestore.engine.film_history`), which it drops.
 A frame thus depends on a fixed range of source frames only, never on what was requested before.
 
 Batches are aligned on multiples of ``frame_batch`` from frame 0, for detection and for restoration, as in the
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from vidrestore.engine import FaceRestorer
+from vidrestore.engine import FaceRestorer, film_history
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.detection import Faces
 from vidrestore.memory import fit_to_memory
@@ -198,8 +199,8 @@ class _SegmentFilter:
         self.segment, self.cache = schedule.segment, schedule.cache
         self.warmup = max(16, 2 * temporal.window) if schedule.warmup is None else schedule.warmup
         # Whole batches before a segment restored (and dropped) only so that its first faces are averaged
-        # with the same earlier faces as in the CLI (faces/texture.py).
-        self.history = -(-restorer.options.texture_smooth // temporal.frame_batch) * temporal.frame_batch
+        # with the same earlier faces (texture, held masks) as in the CLI (engine.film_history).
+        self.history = -(-film_history(restorer.options) // temporal.frame_batch) * temporal.frame_batch
         self.length = clip.num_frames
         self.dtype = _FORMATS[clip.format.id]
         self._lock = threading.Lock()  # one segment is restored at a time, whichever thread asks

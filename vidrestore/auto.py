@@ -119,11 +119,13 @@ class AutoRestorer(FaceRestorer):
         affines = np.zeros((len(landmarks), 2, 3))
         restored: list[torch.Tensor] = [frames.new_empty(0)] * len(landmarks)
         alpha = list(restored)
-        for name, part in self.parts.items():
+        for k, (name, part) in enumerate(self.parts.items()):
             sel = np.flatnonzero(names == name)
             if len(sel):
-                # the part's faces only: film features index the context's tracks by face
-                own = replace(context, track_ids=context.track_ids[sel])
+                # The part's faces only (film features index the context's tracks by face), each track
+                # under a name of this network's own: what a feature keeps per track (texture history, held
+                # masks) is of this network's crops, and a track that changes network starts afresh.
+                own = replace(context, track_ids=context.track_ids[sel] * len(self.parts) + k)
                 a, r, m = FaceRestorer.restore_crops(part, frames, frame_index[sel], landmarks[sel], own)
                 affines[sel] = a
                 for j, i in enumerate(sel.tolist()):

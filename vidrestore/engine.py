@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from vidrestore import weights
 from vidrestore.errors import VidrestoreError
+from vidrestore.faces import masks
 from vidrestore.faces.alignment import estimate_transforms, warp_faces
 from vidrestore.faces.colour import colour_faces
 from vidrestore.faces.detection import Faces, create_detector, detect_faces
@@ -133,6 +134,15 @@ class Restored(NamedTuple):
 
 # Restored crops and their paste alphas: (N, C, S, S), or one (C, S, S) each where the faces' networks differ.
 Crops = torch.Tensor | list[torch.Tensor]
+
+
+def film_history(options: EngineOptions) -> int:
+    """Frames before a filter segment or a batch chunk to restore (and drop) so that its first faces come
+    out as in a whole run: the texture's window (faces/texture.py) and, where ParseNet masks are pasted,
+    the memory of their average along the track (faces/masks.py)."""
+    networks = options.auto_models if options.model == "auto" else (options.model,)
+    parsed = options.parse or any("parsing" in get_model(name).needs for name in networks)
+    return max(options.texture_smooth, masks.HISTORY if parsed else 0)
 
 
 class FaceRestorer:

@@ -41,7 +41,7 @@ import torch
 from av.stream import Disposition
 
 from vidrestore.batch.work import FileJob, FileResult
-from vidrestore.engine import FaceRestorer, on_device
+from vidrestore.engine import FaceRestorer, film_history, on_device
 from vidrestore.errors import VidrestoreError
 from vidrestore.faces.tracking import SceneCutDetector, Stabilizer
 from vidrestore.io import VideoSink, VideoSource, check_output_path
@@ -164,8 +164,8 @@ def context_range(
     """The frames around chunk [start, stop) of ``total`` that make its output equal an unsplit run's:
     ``(context_start, restore_start, restore_stop, context_stop)``.
 
-    ``history`` earlier frames are restored too (and not written): the restored faces that
-    ``--texture-smooth`` averages the chunk's first faces with (faces/texture.py).
+    ``history`` earlier frames are restored too (and not written): the restored faces that the texture
+    and the held masks average the chunk's first faces with (:func:`vidrestore.engine.film_history`).
 
     Before the chunk: the smoother's window (frame t is smoothed with t-N..t+N) twice over, the longest gap
     the tracker fills and the cut detector's history, so that tracks and their smoothing have the same
@@ -211,7 +211,7 @@ def plan_chunks(
     cuts = sorted({min(index.borders, key=lambda b: abs(b - total * k / wanted)) for k in range(1, wanted)})
     edges = [0, *cuts, total]
     return [
-        _chunk(k, len(edges) - 1, a, b, index, options.temporal, options.engine.texture_smooth, None)
+        _chunk(k, len(edges) - 1, a, b, index, options.temporal, film_history(options.engine), None)
         for k, (a, b) in enumerate(itertools.pairwise(edges))
     ]
 
@@ -466,7 +466,7 @@ def run_chunk(
     options = replace(options, temporal=temporal)
     report.memory_budget_mb = plan.budget // 2**20
     first, restore_start, restore_stop, last = context_range(
-        start, stop, total, temporal, options.engine.texture_smooth
+        start, stop, total, temporal, film_history(options.engine)
     )
     seek = None if first == 0 else max(0.0, index.time(first) - index.origin)
     with VideoSource(src, start=seek, max_frames=last - first, hwaccel=job.hwaccel) as source:

@@ -281,6 +281,9 @@ def _run(
             plans = plan_chunks(f.source, f.output, job_settings, **split)
             if plans[0].note:
                 say(f"{f.key}: restored whole: {plans[0].note}")
+            if len(plans) < 2:  # short, or cannot be cut: restored whole
+                todo.append(job)
+                continue
             splits[f.key] = SplitFile(job, plans)
             todo.extend(splits[f.key].jobs)
             by_key.update((j.key, f) for j in splits[f.key].jobs)
@@ -345,6 +348,8 @@ def _dispatch(
             todo.appendleft(replace(job, attempt=job.attempt + 1, batch_scale=0.5))
             return
         if f.key in splits:  # a chunk: the file's outcome comes with its last chunk (joined) or first failure
+            if splits[f.key].finished:  # a chunk still out when the file failed: nothing more to count
+                return
             settled = splits[f.key].record(job, outcome)
             chunk_frames[f.key] = chunk_frames.get(f.key, 0) + outcome.frames
             display.finished += outcome.frames
@@ -370,13 +375,17 @@ def _dispatch(
 
     def give_back(why: str) -> None:
         """Cancel what is in flight: those files are queued again (the next run takes them)."""
-        released = set()
-        for job in executor.cancel():
+        cancelled = executor.cancel()
+        for job in cancelled:
             in_flight.pop(job.key, None)
-            f = by_key[job.key]
-            if f.key not in released:  # a split file's chunks are given back as the one file
-                released.add(f.key)
-                manifest.append(f, digest, "queued", attempt=job.attempt, note=why, released=True)
+        # Every file started and not settled goes back as one file: a whole file in flight, or a split file
+        # with chunks out or still waiting (a settled one, done or failed, keeps its record).
+        back = {by_key[job.key].key: job.attempt for job in cancelled if by_key[job.key].key not in splits}
+        for key, attempt in started:
+            if key in splits and not splits[key].finished:
+                back[key] = max(back.get(key, 0), attempt)
+        for key, attempt in back.items():
+            manifest.append(by_key[key], digest, "queued", attempt=attempt, note=why, released=True)
         for job, outcome in executor.wait(0):  # files that finished while being cancelled
             record(job, outcome)
 

@@ -57,7 +57,8 @@ class FileWorker:
         )
         self.host = socket.gethostname()
         self.device = str(self.restorer.device)
-        self._face_batch = self.restorer.batch_size
+        engines = getattr(self.restorer, "parts", {}).values() or [self.restorer]
+        self._face_batches = {engine: engine.batch_size for engine in engines}
 
     def run(self, job: FileJob, on_progress: Callable[[int, int], None] | None = None) -> FileResult:
         """Restore ``job.source`` to ``job.output`` (through a temporary name); never raises for a bad file.
@@ -69,7 +70,8 @@ class FileWorker:
 
         t0 = time.perf_counter()
         result = FileResult(key=job.key, state="failed", host=self.host, device=self.device)
-        self.restorer.batch_size = max(1, int(self._face_batch * job.batch_scale))
+        for engine, size in self._face_batches.items():  # each network of --model auto
+            engine.batch_size = max(1, int(size * job.batch_scale))
         try:
             options = job_options(job.settings, job.batch_scale)
             if job.chunk is None:
@@ -99,7 +101,8 @@ class FileWorker:
                 "notices": report.notices + report.warnings,
             }
         finally:
-            self.restorer.batch_size = self._face_batch
+            for engine, size in self._face_batches.items():  # an OOM's halving stays with its file
+                engine.batch_size = size
         result.seconds = time.perf_counter() - t0
         return result
 

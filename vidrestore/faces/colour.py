@@ -114,7 +114,12 @@ def chroma_difference(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) ->
 
 
 def _neutral_shots(state: dict[Any, Any], context: FilmContext, frames: torch.Tensor) -> np.ndarray:
-    """(B,) whether each frame's shot is black and white, from every frame of it seen so far."""
+    """(B,) whether each frame's shot is black and white, from every frame of it seen so far.
+
+    Measured once per batch: ``--model auto`` colours each network's faces of the same frames in turn.
+    """
+    if (last := state.get("batch")) is not None and np.array_equal(last[0], context.frames):
+        return last[1]
     neutral = (colourful(frames[:, :, ::_STEP, ::_STEP]) <= NEUTRAL_FRACTION).cpu().numpy()
     shots: dict[int, bool] = state.setdefault("shots", {})
     for shot, ok in zip(context.shots.tolist(), neutral.tolist(), strict=True):
@@ -127,7 +132,9 @@ def _neutral_shots(state: dict[Any, Any], context: FilmContext, frames: torch.Te
     lead = neutral[: max(0, LEAD_IN - seen)]
     state["lead_in_neutral"] = state.get("lead_in_neutral", True) and bool(lead.all())
     state["frames_seen"] = seen + len(neutral)
-    return np.array([shots[s] for s in context.shots.tolist()])
+    result = np.array([shots[s] for s in context.shots.tolist()])
+    state["batch"] = (context.frames.copy(), result)
+    return result
 
 
 def colour_faces(

@@ -10,6 +10,7 @@ ParseNet's own.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 # frame-to-frame change of the mask on the benchmark's clips (``benchmarks/bench_masks.py``) while a turning
 # face's mask follows within a few frames.
 MEMORY = 0.6
+# Frames after which an earlier mask weighs under 1/1024 in the average: the restored history a filter segment
+# or a batch chunk needs before its first frame to paste as a whole run does (engine.film_history).
+HISTORY = math.ceil(math.log(1 / 1024) / math.log(MEMORY))
 # A track unseen for more frames than this starts afresh; its average is dropped so memory stays bounded.
 GAP = 8
 
