@@ -199,3 +199,27 @@ def test_missing_component_weights_and_one_checkpoint_are_one_line(
         err = [line for line in capsys.readouterr().err.splitlines() if line]
         assert len(err) == 1 and "Traceback" not in err[0], err
         assert ("generator_checkpoint" if extra[0] == "--weights-dir" else "runs two") in err[0], err
+
+
+def test_a_track_that_changes_network_starts_its_film_state_afresh(weights_dir: Path) -> None:
+    """A zoom moves a track from PFSR (128 px crops) to GFP-GAN: what the texture and mask steps keep per
+    track is each network's own, so the switch neither mixes crop sizes nor averages two networks' faces."""
+    from vidrestore.faces.film import FilmContext, FilmState
+
+    engine = _engine(weights_dir, texture_smooth=4)
+    img = two_faces()
+    frames = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    found = engine.detect(frames)[0]
+    order = np.argsort(found.eye_distance())
+    small, large = found.select(order[:1]), found.select(order[-1:])
+    state = FilmState()
+
+    def run(faces, first: int) -> None:
+        n = len(faces)
+        ids, shots = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        context = FilmContext(ids, shots, np.arange(first, first + n), state)
+        engine.restore(frames.expand(n, -1, -1, -1), faces=faces, context=context)
+
+    run([small], 0)
+    run([large] * 4, 1)
+    assert state.report["auto"]["tracks"][0] == {"pfsr": 1, "gfpgan-v1.4": 4}

@@ -177,12 +177,16 @@ def test_the_batch_cli_restores_a_file_in_chunks_as_one_attempt(tmp_path, tiny_c
     src = tmp_path / "in"
     src.mkdir()
     make_clip(src / "a.mkv", codec="ffv1", seconds=0.5, gop=6)
+    make_clip(src / "b.mkv", codec="libx264", seconds=0.5, gop=100)  # one keyframe: restored whole
     out = tmp_path / "out"
     args = ["batch", str(src), "-o", str(out), "--chunks", "2", "--codec", "ffv1", "--frame-batch", "2"]
     assert main([*args, "--weights", tiny_checkpoint, "--detector", "centerface", "-q"]) == 0
-    with av.open(str(out / "in" / "a.mkv")) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 12
+    for name in ("a.mkv", "b.mkv"):
+        with av.open(str(out / "in" / name)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 12
     records = read_records(out / ".vidrestore" / "manifest.jsonl")
-    assert {r["key"] for r in records} == {"in/a.mkv"}
-    assert [r["state"] for r in records] == ["queued", "running", "done"] and records[-1]["chunks"] == 2
+    assert {r["key"] for r in records} == {"in/a.mkv", "in/b.mkv"}
+    a, b = ([r for r in records if r["key"] == k] for k in ("in/a.mkv", "in/b.mkv"))
+    assert [r["state"] for r in a] == ["queued", "running", "done"] and a[-1]["chunks"] == 2
+    assert [r["state"] for r in b] == ["queued", "running", "done"] and "chunks" not in b[-1]
     assert not [p.name for p in (out / "in").iterdir() if p.name.startswith(".")]
