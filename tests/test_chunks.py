@@ -190,3 +190,51 @@ def test_the_batch_cli_restores_a_file_in_chunks_as_one_attempt(tmp_path, tiny_c
     assert [r["state"] for r in a] == ["queued", "running", "done"] and a[-1]["chunks"] == 2
     assert [r["state"] for r in b] == ["queued", "running", "done"] and "chunks" not in b[-1]
     assert not [p.name for p in (out / "in").iterdir() if p.name.startswith(".")]
+
+
+class _FirstChunkFails:
+    """Two slots, nothing run: the first chunk fails at once, the next wait is a Ctrl-C."""
+
+    def __init__(self, settings: dict) -> None:
+        self.jobs: list[FileJob] = []
+        self.waits = 0
+
+    def slots(self) -> int:
+        return 2
+
+    def submit(self, job: FileJob) -> None:
+        self.jobs.append(job)
+
+    def wait(self, timeout):
+        self.waits += 1
+        if self.waits == 1:
+            job = self.jobs.pop(0)
+            return [(job, FileResult(job.key, "failed", error="bad chunk"))]
+        if self.waits == 2:
+            raise KeyboardInterrupt
+        return []
+
+    def progress(self) -> list:
+        return []
+
+    def cancel(self) -> list[FileJob]:
+        jobs, self.jobs = self.jobs, []
+        return jobs
+
+    def close(self) -> None:
+        pass
+
+
+def test_ctrl_c_keeps_the_failure_of_a_split_file_whose_other_chunk_was_out(tmp_path):
+    from vidrestore.batch import run_batch
+    from vidrestore.batch.manifest import read_records
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a.mkv", codec="ffv1", seconds=0.5, gop=6)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([src], out, chunks=2, codec="ffv1", progress=False, executor=_FirstChunkFails)
+    records = read_records(out / ".vidrestore" / "manifest.jsonl")
+    assert [r["state"] for r in records] == ["queued", "running", "failed"]
+    assert records[-1]["error"] == "chunk 1 of 2: bad chunk"
