@@ -200,7 +200,9 @@ def seed_of(frame: torch.Tensor, affine: np.ndarray, size: int) -> int:
     h, w = frame.shape[-2:]
     x = min(max(0, round((x0 + x1) / 2) - SEED_BLOCK // 2), max(0, w - SEED_BLOCK))
     y = min(max(0, round((y0 + y1) / 2) - SEED_BLOCK // 2), max(0, h - SEED_BLOCK))
-    block = frame[:, y : y + SEED_BLOCK, x : x + SEED_BLOCK].float().cpu().numpy()
+    # At 8 bits: the same picture gives the same grain whatever its sample type (8/16-bit, half, float).
+    block = (frame[:, y : y + SEED_BLOCK, x : x + SEED_BLOCK].float().clamp(0, 1) * 255).round().byte()
+    block = block.cpu().numpy()
     return int(np.random.SeedSequence([zlib.crc32(block.tobytes()), 0x6A41]).generate_state(1)[0])
 
 
