@@ -155,6 +155,7 @@ class _Worker(threading.Thread):
         super().__init__(name=name, daemon=True)
         self._target_fn = target
         self._stop_event = stop
+        self._ended = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -163,6 +164,15 @@ class _Worker(threading.Thread):
         except BaseException as exc:  # handed to the main thread, which re-raises it
             self.error = exc
             self._stop_event.set()
+        finally:
+            self._ended.set()
+
+    def wait(self) -> None:
+        """Until the thread's work has ended. Not ``join()``: on Python 3.12 a signal (Ctrl-C, SIGTERM) that
+        interrupts a join can mark a running thread as stopped, so the next join returns at once and the
+        interpreter exits under a thread still in FFmpeg or torch (a crash at exit)."""
+        while not self._ended.wait(0.1):
+            pass
 
 
 def run(
@@ -313,11 +323,11 @@ def _run_threads(
         if not stop.is_set() and forward(stream.flush()):
             _put(restored, _END, stop)
         for w in workers:
-            w.join()
+            w.wait()
     finally:
         stop.set()  # releases a thread still waiting on a queue, if this thread failed
         for w in workers:
-            w.join()
+            w.wait()
         progress.close()
     for w in workers:
         if w.error is not None:
