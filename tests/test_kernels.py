@@ -376,7 +376,7 @@ def _tiny_model(config: GFPGANConfig) -> GFPGANv1Clean:
     return model
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16], ids=["bfloat16"])  # fp32: each layer's own tests
 def test_whole_model_parity(
     dtype: torch.dtype, tiny_config: GFPGANConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -402,13 +402,11 @@ def test_whole_model_parity(
     assert _rel_err(out, reference) < TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize(
-    "impl",
-    ["torch", pytest.param("triton", marks=pytest.mark.slow)],  # the interpreter: ~100 s here
-)
-def test_whole_model_fp16_against_fp32(impl: str, tiny_config: GFPGANConfig) -> None:
-    """The tiny GFP-GAN in fp16 on either impl against itself in fp32 on the reference: fp16's inf-norm
-    scaling keeps every layer in range and costs no more than fp16's own rounding."""
+def test_whole_model_fp16_against_fp32(tiny_config: GFPGANConfig) -> None:
+    """The tiny GFP-GAN in fp16 against itself in fp32 on the reference: fp16's inf-norm scaling keeps every
+    layer in range and costs no more than fp16's own rounding (the kernel's: test_styleconv_kernel, per
+    layer, where the interpreter is affordable)."""
+    impl = "torch"
     model = _tiny_model(tiny_config)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
     kernels.set_kernel_impl(model, "torch")

@@ -257,9 +257,9 @@ def _rss_mb() -> float:
 
 
 def test_memory_stays_flat_on_a_long_clip(tmp_path, tiny_checkpoint):
-    """Thousands of frames: RSS after the first few hundred does not keep growing."""
-    spec = make_clip(tmp_path / "long.mkv", size=(96, 64), seconds=100, fps=25, audio=True, gop=250)
-    assert spec.frames == 2500
+    """A thousand and more frames: RSS after the first few hundred does not keep growing."""
+    spec = make_clip(tmp_path / "long.mkv", size=(96, 64), seconds=60, fps=25, audio=True, gop=250)
+    assert spec.frames == 1500
     samples: list[float] = []
     done = threading.Event()
 
@@ -277,7 +277,7 @@ def test_memory_stays_flat_on_a_long_clip(tmp_path, tiny_checkpoint):
     finally:
         done.set()
         sampler.join()
-    assert report.frames == 2500
+    assert report.frames == 1500
     warm = samples[len(samples) // 5 : len(samples) // 5 + 5]
     assert max(samples[len(samples) // 5 :]) - max(warm) < 40, (warm, max(samples))
 

@@ -183,7 +183,7 @@ def test_the_sample_script_runs_under_vspipe(tmp_path, tiny_checkpoint, vspipe_e
 def test_output_ignores_request_order_and_thread_count(tiny_checkpoint):
     """Random request order, all frames in flight at once, 2 and 4 threads, and a cache of one segment (so
     segments are evicted and restored again): every frame hashes the same as in a linear run on one."""
-    frames = face_frames(40)
+    frames = face_frames(32)
     threads = core.num_threads
     try:
         core.num_threads = 1
@@ -199,7 +199,7 @@ def test_output_ignores_request_order_and_thread_count(tiny_checkpoint):
             assert [got[n] for n in range(len(frames))] == expected, f"{count} threads"
     finally:
         core.num_threads = threads
-    assert sum(linear.get_frame(n).props["VidrestoreRestored"] for n in range(len(frames))) >= 32
+    assert sum(linear.get_frame(n).props["VidrestoreRestored"] for n in range(len(frames))) >= 25
 
 
 def test_props_kept_and_added(tiny_checkpoint):
